@@ -1,0 +1,107 @@
+//! The error codes the control plane reports, in executions and in HTTP error bodies.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A machine-readable error code (`SCREAMING_SNAKE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The function answered with a non-2xx status.
+    FunctionError,
+    /// The function could not be reached.
+    DispatchError,
+    /// The function did not answer within its `timeoutMs`.
+    DispatchTimeout,
+    /// The dispatcher itself panicked while dispatching.
+    DispatchPanicked,
+    /// The function was deleted while the execution was queued.
+    FunctionRemoved,
+    /// A sync caller stopped waiting; the execution ends as `timeout`.
+    SyncTimeout,
+    /// The control plane shut down before the execution could finish.
+    Shutdown,
+    /// A retry could not be queued because the function's queue was full.
+    QueueFull,
+    /// The runtime reported an error without a code of its own.
+    RuntimeError,
+    /// The request is invalid.
+    ValidationError,
+    /// The request body is not valid JSON.
+    MalformedJson,
+    /// The request's `Content-Type` is not JSON.
+    UnsupportedMediaType,
+    /// The request body is over the limit.
+    PayloadTooLarge,
+    /// No such function, execution or route.
+    NotFound,
+    /// Wrong HTTP method for this route.
+    MethodNotAllowed,
+    /// A function of that name exists already.
+    FunctionExists,
+    /// The same idempotency key came with a different request.
+    IdempotencyKeyReused,
+    /// The global rate limit is exceeded.
+    RateLimited,
+    /// Sync-queue admission refused the request.
+    SyncQueueRejected,
+    /// No deployment provider can run the function.
+    ProviderUnavailable,
+    /// A runtime-config patch's `expectedRevision` is stale.
+    RevisionMismatch,
+    /// Something failed inside the control plane.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::FunctionError => "FUNCTION_ERROR",
+            Self::DispatchError => "DISPATCH_ERROR",
+            Self::DispatchTimeout => "DISPATCH_TIMEOUT",
+            Self::DispatchPanicked => "DISPATCH_PANICKED",
+            Self::FunctionRemoved => "FUNCTION_REMOVED",
+            Self::SyncTimeout => "SYNC_TIMEOUT",
+            Self::Shutdown => "SHUTDOWN",
+            Self::QueueFull => "QUEUE_FULL",
+            Self::RuntimeError => "RUNTIME_ERROR",
+            Self::ValidationError => "VALIDATION_ERROR",
+            Self::MalformedJson => "MALFORMED_JSON",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::FunctionExists => "FUNCTION_EXISTS",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::SyncQueueRejected => "SYNC_QUEUE_REJECTED",
+            Self::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
+            Self::RevisionMismatch => "REVISION_MISMATCH",
+            Self::InternalError => "INTERNAL_ERROR",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde() {
+        for code in [
+            ErrorCode::FunctionError,
+            ErrorCode::IdempotencyKeyReused,
+            ErrorCode::Shutdown,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+}

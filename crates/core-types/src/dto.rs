@@ -1,0 +1,271 @@
+//! Request and response bodies of the HTTP contract.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{ErrorCode, ErrorInfo, ExecutionId, ExecutionState, FunctionName, Payload, Timestamp};
+
+/// One problem with a request: which field, and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The field (`$` for the whole body), dotted for nested fields.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ErrorDetail {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The JSON body of every error the server produces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The code, e.g. `VALIDATION_ERROR`.
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// One entry per problem, when there are several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<ErrorDetail>>,
+}
+
+impl ErrorBody {
+    /// An error body with no details.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            error: code.as_str().to_owned(),
+            message: message.into(),
+            details: None,
+        }
+    }
+}
+
+/// `POST /v1/functions/{name}:invoke` and `:enqueue` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationRequest {
+    /// Any JSON value except `null`.
+    pub input: Payload,
+    /// Free-form string pairs passed to the function.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl InvocationRequest {
+    /// The rules serde cannot express: `input` must not be `null`.
+    pub fn validate(&self) -> Result<(), Vec<ErrorDetail>> {
+        if self.input.is_null() {
+            Err(vec![ErrorDetail::new(
+                "input",
+                "is required and must not be null",
+            )])
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The answer to an invocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationResponse {
+    /// The execution's id (also in the `X-Execution-Id` header).
+    pub execution_id: ExecutionId,
+    /// Its status when the answer was made.
+    pub status: ExecutionState,
+    /// The output, on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Payload>,
+    /// The error, on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+/// `GET /v1/executions/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionStatus {
+    /// The execution's id.
+    pub execution_id: ExecutionId,
+    /// The function it runs.
+    pub function_name: FunctionName,
+    /// Where it is.
+    pub status: ExecutionState,
+    /// The current (1-based) attempt.
+    pub attempt: u32,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When its latest attempt started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When it finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Output on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Payload>,
+    /// Error on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Whether the function reported a cold start.
+    pub cold_start: bool,
+    /// The runtime's reported init time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_duration_ms: Option<u64>,
+    /// Time from enqueue to the start of its latest attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_wait_ms: Option<u64>,
+    /// Time from the start of its latest attempt to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// `POST /v1/internal/executions/{id}:complete` body: either
+/// `{"status", "output"?, "error"?}` or the runtimes' `{"success", "output"?, "error"?}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CompletionRequest {
+    /// `success`, `error` or `timeout`.
+    #[serde(default)]
+    pub status: Option<ExecutionState>,
+    /// The runtimes' form.
+    #[serde(default)]
+    pub success: Option<bool>,
+    /// Output on success.
+    #[serde(default)]
+    pub output: Option<Payload>,
+    /// `{"code", "message"}`, or a plain string message.
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+/// What a callback says happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallbackResult {
+    /// The function produced an output (`null` if it sent none).
+    Success(Payload),
+    /// The function failed or timed out.
+    Failure {
+        /// `Error` or `Timeout`.
+        state: ExecutionState,
+        /// What went wrong.
+        error: ErrorInfo,
+    },
+}
+
+impl CompletionRequest {
+    /// Interprets either body form; `Err` lists what is wrong with the body.
+    pub fn into_result(self) -> Result<CallbackResult, Vec<ErrorDetail>> {
+        let state = match (self.status, self.success) {
+            (Some(s), _) if s.is_terminal() => s,
+            (Some(s), _) => {
+                return Err(vec![ErrorDetail::new(
+                    "status",
+                    format!("must be success, error or timeout, not {s}"),
+                )]);
+            }
+            (None, Some(true)) => ExecutionState::Success,
+            (None, Some(false)) => ExecutionState::Error,
+            (None, None) => {
+                return Err(vec![ErrorDetail::new(
+                    "status",
+                    "either status or success is required",
+                )]);
+            }
+        };
+        if state == ExecutionState::Success {
+            return Ok(CallbackResult::Success(
+                self.output
+                    .unwrap_or_else(|| Payload::from_value(&Value::Null)),
+            ));
+        }
+        let error = match self.error {
+            None | Some(Value::Null) => ErrorInfo::new(
+                if state == ExecutionState::Timeout {
+                    ErrorCode::DispatchTimeout
+                } else {
+                    ErrorCode::RuntimeError
+                },
+                "the runtime reported a failure without details",
+            ),
+            Some(Value::String(message)) => ErrorInfo::new(ErrorCode::RuntimeError, message),
+            Some(value) => match serde_json::from_value::<ErrorInfo>(value) {
+                Ok(error) => error,
+                Err(_) => {
+                    return Err(vec![ErrorDetail::new(
+                        "error",
+                        "must be {code, message} or a string",
+                    )]);
+                }
+            },
+        };
+        Ok(CallbackResult::Failure { state, error })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parse(body: Value) -> Result<CallbackResult, Vec<ErrorDetail>> {
+        serde_json::from_value::<CompletionRequest>(body)
+            .unwrap()
+            .into_result()
+    }
+
+    #[test]
+    fn both_callback_forms_are_understood() {
+        assert_eq!(
+            parse(json!({"status": "success", "output": 1})),
+            Ok(CallbackResult::Success(Payload::from_value(&json!(1))))
+        );
+        assert_eq!(
+            parse(json!({"success": true, "output": "x"})),
+            Ok(CallbackResult::Success(Payload::string("x")))
+        );
+        let failed =
+            parse(json!({"success": false, "error": {"code": "BOOM", "message": "m"}})).unwrap();
+        assert_eq!(
+            failed,
+            CallbackResult::Failure {
+                state: ExecutionState::Error,
+                error: ErrorInfo {
+                    code: "BOOM".into(),
+                    message: "m".into()
+                }
+            }
+        );
+        let timed_out = parse(json!({"status": "timeout"})).unwrap();
+        assert!(matches!(
+            timed_out,
+            CallbackResult::Failure {
+                state: ExecutionState::Timeout,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn callbacks_must_say_how_it_ended() {
+        assert!(parse(json!({})).is_err());
+        assert!(parse(json!({"status": "running"})).is_err());
+        assert!(parse(json!({"success": false, "error": 3})).is_err());
+    }
+
+    #[test]
+    fn null_input_is_invalid() {
+        let req: InvocationRequest = serde_json::from_value(json!({"input": null})).unwrap();
+        assert!(req.validate().is_err());
+        let req: InvocationRequest = serde_json::from_value(json!({"input": {"a": 1}})).unwrap();
+        assert!(req.validate().is_ok());
+    }
+}

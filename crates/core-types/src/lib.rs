@@ -1,0 +1,51 @@
+//! The vocabulary every other crate of the control plane speaks.
+//!
+//! Owns: id newtypes ([`FunctionName`], [`ExecutionId`], ...), [`FunctionSpec`] with
+//! the defaults and validation rules of the HTTP contract, [`ExecutionState`] and its
+//! checked transition table, the request/response DTOs, the error codes, and the two
+//! ports the engine is written against: [`Dispatch`] (how an invocation reaches a
+//! function) and [`Clock`] (what time it is), plus [`IdGenerator`].
+//!
+//! Must not know: queues, storage, HTTP servers or clients, async runtimes. It depends
+//! only on serde, serde_json, thiserror, async-trait and jiff (for RFC 3339 and
+//! ISO-8601 text), so every other crate can build on it.
+//!
+//! ```
+//! use core_types::{ExecutionState, FunctionSpec};
+//!
+//! let spec = FunctionSpec::from_json(&serde_json::json!({
+//!     "name": "echo", "image": "nanofaas/echo", "executionMode": "LOCAL"
+//! })).unwrap();
+//! assert_eq!(spec.timeout_ms, 30_000);
+//! assert_eq!(spec.max_retries, 3);
+//!
+//! assert!(ExecutionState::Queued.check_transition(ExecutionState::Running).is_ok());
+//! assert!(ExecutionState::Success.check_transition(ExecutionState::Running).is_err());
+//! ```
+
+mod codes;
+mod dto;
+mod execution;
+mod function;
+mod ids;
+mod payload;
+mod ports;
+mod time;
+
+pub use codes::ErrorCode;
+pub use dto::{
+    CallbackResult, CompletionRequest, ErrorBody, ErrorDetail, ExecutionStatus, InvocationRequest,
+    InvocationResponse,
+};
+pub use execution::{ALLOWED_TRANSITIONS, ErrorInfo, ExecutionState, InvalidTransition};
+pub use function::{
+    ExecutionMode, FunctionSpec, Resources, RuntimeMode, ScalingConfig, ScalingMetric,
+    ScalingMetricType, ScalingStrategy, TIMEOUT_RANGE_MS, ValidationErrors,
+};
+pub use ids::{ExecutionId, FunctionName, IdempotencyKey, InvalidName, TraceId};
+pub use payload::{InvalidPayload, Payload};
+pub use ports::{
+    Clock, Dispatch, DispatchFailure, DispatchOutcome, DispatchRequest, DispatchSuccess,
+    IdGenerator, SystemClock,
+};
+pub use time::{DurationMs, Timestamp};

@@ -1,0 +1,101 @@
+//! JSON payloads (invocation input, function output) kept as validated JSON text.
+//!
+//! The control plane forwards payloads; it never looks inside them. Keeping the text
+//! (behind an `Arc`, so retries, waiters and records share one copy) avoids building
+//! and re-serialising a JSON tree on every hop.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// A JSON value, stored as its text.
+#[derive(Clone)]
+pub struct Payload(Arc<RawValue>);
+
+/// The text was not one JSON value.
+#[derive(Debug, thiserror::Error)]
+#[error("not a JSON value: {0}")]
+pub struct InvalidPayload(#[from] serde_json::Error);
+
+impl Payload {
+    /// Parses `text` as exactly one JSON value.
+    pub fn from_json_text(text: &str) -> Result<Self, InvalidPayload> {
+        let raw: Box<RawValue> = serde_json::from_str(text)?;
+        Ok(Self(Arc::from(raw)))
+    }
+
+    /// Serialises `value`.
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        let raw =
+            serde_json::value::to_raw_value(value).expect("a serde_json::Value always serialises");
+        Self(Arc::from(raw))
+    }
+
+    /// A JSON string holding `text` (a `text/plain` function answer).
+    pub fn string(text: &str) -> Self {
+        Self::from_value(&serde_json::Value::String(text.to_owned()))
+    }
+
+    /// The JSON text.
+    pub fn json_text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Whether the value is JSON `null`.
+    pub fn is_null(&self) -> bool {
+        self.0.get().trim() == "null"
+    }
+
+    /// Parses the text into a tree (for tests and inspection, not the hot path).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).expect("a Payload always holds valid JSON")
+    }
+
+    /// Bytes of heap this payload holds.
+    pub fn heap_size(&self) -> usize {
+        self.0.get().len()
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for Payload {}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(|raw| Self(Arc::from(raw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_their_text() {
+        let p = Payload::from_json_text(r#"{"a": [1, 2]}"#).unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"a": [1, 2]}"#);
+        assert_eq!(p.to_value(), serde_json::json!({"a": [1, 2]}));
+        assert!(Payload::from_json_text("null").unwrap().is_null());
+        assert!(Payload::from_json_text("{").is_err());
+        assert_eq!(Payload::string("hi").json_text(), "\"hi\"");
+    }
+}
