@@ -1,0 +1,427 @@
+//! `POOL`: one HTTP `POST` per attempt to the function's `endpointUrl`.
+
+use std::collections::BTreeMap;
+use std::error::Error as _;
+use std::time::Duration;
+
+use core_types::{
+    Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo, Payload,
+};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+/// Largest response body read by default (32 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// How much of a non-2xx body goes into the error message.
+const ERROR_BODY_PREVIEW_BYTES: usize = 1024;
+
+const X_EXECUTION_ID: HeaderName = HeaderName::from_static("x-execution-id");
+const X_DISPATCH_ATTEMPT: HeaderName = HeaderName::from_static("x-dispatch-attempt");
+const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const X_CALLBACK_URL: HeaderName = HeaderName::from_static("x-callback-url");
+const X_COLD_START: HeaderName = HeaderName::from_static("x-cold-start");
+const X_INIT_DURATION_MS: HeaderName = HeaderName::from_static("x-init-duration-ms");
+
+/// Settings of the shared HTTP client.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// How long an idle keep-alive connection stays in the pool.
+    pub pool_idle_timeout: Duration,
+    /// Most idle connections kept per host.
+    pub pool_max_idle_per_host: usize,
+    /// Largest response body accepted; a larger 2xx body is a `FUNCTION_ERROR`.
+    pub max_response_bytes: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// The HTTP client could not be built (e.g. the system's TLS or resolver setup failed).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client for POOL dispatch: {0}")]
+pub struct ClientBuildError(#[source] reqwest::Error);
+
+/// Dispatches `POOL` functions (and `DEPLOYMENT` functions once they have an endpoint)
+/// over HTTP, through one pooled keep-alive client shared by every function.
+///
+/// Cloning is cheap and shares the connection pool.
+#[derive(Clone, Debug)]
+pub struct PoolDispatcher {
+    client: reqwest::Client,
+    max_response_bytes: usize,
+}
+
+impl PoolDispatcher {
+    /// A dispatcher with the default [`PoolConfig`].
+    pub fn new() -> Result<Self, ClientBuildError> {
+        Self::with_config(PoolConfig::default())
+    }
+
+    /// A dispatcher with `config`.
+    ///
+    /// The client ignores proxy settings of the environment (function endpoints are
+    /// cluster-internal), sets `TCP_NODELAY`, and does not follow redirects (a 3xx is
+    /// a non-2xx answer).
+    pub fn with_config(config: PoolConfig) -> Result<Self, ClientBuildError> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(ClientBuildError)?;
+        Ok(Self {
+            client,
+            max_response_bytes: config.max_response_bytes,
+        })
+    }
+
+    async fn call(&self, endpoint: &str, request: &DispatchRequest) -> DispatchOutcome {
+        let url = reqwest::Url::parse(endpoint).map_err(|e| {
+            dispatch_error(format!("function endpointUrl {endpoint:?} is invalid: {e}"))
+        })?;
+        let headers = request_headers(request)?;
+        let body = serde_json::to_vec(&WireRequest {
+            input: &request.input,
+            metadata: &request.metadata,
+        })
+        .map_err(|e| dispatch_error(format!("cannot encode the request body: {e}")))?;
+
+        let mut response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, endpoint, request))?;
+
+        let status = response.status();
+        let cold_start = response
+            .headers()
+            .get(X_COLD_START)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let init_duration_ms = response
+            .headers()
+            .get(X_INIT_DURATION_MS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_content_type);
+
+        if !status.is_success() {
+            let (preview, end) = read_capped(
+                &mut response,
+                self.max_response_bytes,
+                ERROR_BODY_PREVIEW_BYTES + 4,
+            )
+            .await;
+            let mut text = String::from_utf8_lossy(&preview).into_owned();
+            let truncated = truncate_at_char(&mut text, ERROR_BODY_PREVIEW_BYTES)
+                || !matches!(end, BodyEnd::Complete { total } if total == preview.len());
+            if truncated {
+                text.push_str("... (truncated)");
+            }
+            tracing::debug!(
+                execution_id = %request.execution_id,
+                status = status.as_u16(),
+                "function answered non-2xx"
+            );
+            return Err(ErrorInfo::new(
+                ErrorCode::FunctionError,
+                format!("function answered {}: {text}", status.as_u16()),
+            ));
+        }
+
+        let (body, end) = read_capped(
+            &mut response,
+            self.max_response_bytes,
+            self.max_response_bytes,
+        )
+        .await;
+        match end {
+            BodyEnd::Complete { .. } => {}
+            BodyEnd::OverLimit => {
+                return Err(ErrorInfo::new(
+                    ErrorCode::FunctionError,
+                    format!(
+                        "function answered {} with a body over the {} byte limit",
+                        status.as_u16(),
+                        self.max_response_bytes
+                    ),
+                ));
+            }
+            BodyEnd::Failed(e) => return Err(transport_error(&e, endpoint, request)),
+        }
+
+        let output = output_from_body(&body, is_json).map_err(|reason| {
+            ErrorInfo::new(
+                ErrorCode::FunctionError,
+                format!("function answered {}: {reason}", status.as_u16()),
+            )
+        })?;
+        tracing::debug!(
+            execution_id = %request.execution_id,
+            status = status.as_u16(),
+            cold_start,
+            "function answered"
+        );
+        Ok(DispatchSuccess {
+            output,
+            cold_start,
+            init_duration_ms,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Dispatch for PoolDispatcher {
+    async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome {
+        let Some(endpoint) = request.function.endpoint_url.as_deref() else {
+            return Err(dispatch_error("function has no endpointUrl"));
+        };
+        let timeout_ms = request.function.timeout_ms;
+        tracing::debug!(
+            execution_id = %request.execution_id,
+            function = %request.function.name,
+            attempt = request.attempt,
+            endpoint,
+            timeout_ms,
+            "pool dispatch"
+        );
+        match tokio::time::timeout(
+            Duration::from_millis(timeout_ms),
+            self.call(endpoint, &request),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => {
+                tracing::debug!(execution_id = %request.execution_id, timeout_ms, "dispatch timed out");
+                Err(timeout_error(timeout_ms))
+            }
+        }
+    }
+}
+
+/// The request body: `{"input": <input as given>, "metadata": {..}}`.
+#[derive(serde::Serialize)]
+struct WireRequest<'a> {
+    input: &'a Payload,
+    metadata: &'a BTreeMap<String, String>,
+}
+
+fn request_headers(request: &DispatchRequest) -> Result<HeaderMap, ErrorInfo> {
+    fn value(name: &str, text: &str) -> Result<HeaderValue, ErrorInfo> {
+        HeaderValue::from_str(text)
+            .map_err(|_| dispatch_error(format!("{name} {text:?} is not a valid header value")))
+    }
+
+    let mut headers = HeaderMap::with_capacity(6);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        X_EXECUTION_ID,
+        value("X-Execution-Id", request.execution_id.as_str())?,
+    );
+    headers.insert(X_DISPATCH_ATTEMPT, HeaderValue::from(request.attempt));
+    headers.insert(X_TRACE_ID, value("X-Trace-Id", request.trace_id.as_str())?);
+    if let Some(key) = &request.idempotency_key {
+        headers.insert(IDEMPOTENCY_KEY, value("Idempotency-Key", key.as_str())?);
+    }
+    if let Some(callback) = &request.callback_url {
+        headers.insert(X_CALLBACK_URL, value("X-Callback-Url", callback)?);
+    }
+    Ok(headers)
+}
+
+/// `application/json` or any `+json` type, parameters ignored.
+fn is_json_content_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// The output of a 2xx answer: an empty body is `null`; a JSON body is taken as it
+/// is; anything else becomes a JSON string.
+fn output_from_body(body: &[u8], is_json: bool) -> Result<Payload, String> {
+    if body.is_empty() {
+        return Ok(Payload::from_value(&serde_json::Value::Null));
+    }
+    if !is_json {
+        return Ok(Payload::string(&String::from_utf8_lossy(body)));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| "the body is declared JSON but is not valid JSON (not UTF-8)".to_owned())?;
+    if text.trim().is_empty() {
+        return Ok(Payload::from_value(&serde_json::Value::Null));
+    }
+    Payload::from_json_text(text)
+        .map_err(|e| format!("the body is declared JSON but is not valid JSON: {e}"))
+}
+
+/// How reading a body ended.
+enum BodyEnd {
+    /// All of it arrived; `total` bytes in all.
+    Complete { total: usize },
+    /// It is longer than the limit; reading stopped.
+    OverLimit,
+    /// The connection failed mid-body.
+    Failed(reqwest::Error),
+}
+
+/// Reads at most `limit` bytes of the body, keeping the first `keep` of them.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    limit: usize,
+    keep: usize,
+) -> (Vec<u8>, BodyEnd) {
+    let declared = response
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok());
+    if declared.is_some_and(|n| n > limit) {
+        return (Vec::new(), BodyEnd::OverLimit);
+    }
+    let mut kept = Vec::with_capacity(declared.unwrap_or(0).min(keep));
+    let mut total = 0usize;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                total = total.saturating_add(chunk.len());
+                if total > limit {
+                    return (kept, BodyEnd::OverLimit);
+                }
+                let room = keep.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => return (kept, BodyEnd::Complete { total }),
+            Err(e) => return (kept, BodyEnd::Failed(e)),
+        }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a char boundary; true if it cut anything.
+fn truncate_at_char(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    true
+}
+
+fn dispatch_error(message: impl Into<String>) -> ErrorInfo {
+    ErrorInfo::new(ErrorCode::DispatchError, message)
+}
+
+fn timeout_error(timeout_ms: u64) -> ErrorInfo {
+    ErrorInfo::new(
+        ErrorCode::DispatchTimeout,
+        format!("function did not answer within {timeout_ms} ms"),
+    )
+}
+
+/// A failure of the HTTP exchange itself (connect, send, or reading the body).
+fn transport_error(error: &reqwest::Error, endpoint: &str, request: &DispatchRequest) -> ErrorInfo {
+    if error.is_timeout() {
+        return timeout_error(request.function.timeout_ms);
+    }
+    let what = if error.is_connect() {
+        "cannot connect to"
+    } else if error.is_body() || error.is_decode() {
+        "lost the response from"
+    } else {
+        "request failed to"
+    };
+    let info = dispatch_error(format!(
+        "{what} function endpoint {endpoint}: {}",
+        error_chain(error)
+    ));
+    tracing::debug!(execution_id = %request.execution_id, error = %info.message, "dispatch failed");
+    info
+}
+
+/// The causes of `error` (its own text only repeats the URL), `cause: cause ...`.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&part)) {
+            parts.push(part);
+        }
+        source = cause.source();
+    }
+    if parts.is_empty() {
+        error.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/problem+json",
+            " application/vnd.api+json ;x=y",
+        ] {
+            assert!(is_json_content_type(yes), "{yes}");
+        }
+        for no in ["text/plain", "text/json-ish", "application/jsonp", ""] {
+            assert!(!is_json_content_type(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn outputs_from_bodies() {
+        assert!(output_from_body(b"", true).unwrap().is_null());
+        assert!(output_from_body(b"", false).unwrap().is_null());
+        assert!(output_from_body(b" \n", true).unwrap().is_null());
+        assert_eq!(
+            output_from_body(br#"{"a": 1}"#, true).unwrap().json_text(),
+            r#"{"a": 1}"#
+        );
+        assert_eq!(
+            output_from_body(b"{not json", false).unwrap().json_text(),
+            r#""{not json""#
+        );
+        let err = output_from_body(b"{not json", true).unwrap_err();
+        assert!(err.contains("not valid JSON"), "{err}");
+        assert!(output_from_body(&[0xff, 0xfe], true).is_err());
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let mut text = "aé".repeat(10);
+        assert!(truncate_at_char(&mut text, 4));
+        assert_eq!(text, "aéa");
+        let mut short = "abc".to_owned();
+        assert!(!truncate_at_char(&mut short, 4));
+    }
+}

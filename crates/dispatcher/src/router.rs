@@ -1,0 +1,148 @@
+//! The router by execution mode.
+
+use std::fmt;
+use std::sync::Arc;
+
+use core_types::{Dispatch, DispatchOutcome, DispatchRequest, ErrorCode, ErrorInfo, ExecutionMode};
+
+use crate::{LocalDispatcher, PoolDispatcher};
+
+/// The [`Dispatch`] the scheduler is given: picks the dispatcher by the function's
+/// `executionMode`.
+///
+/// - `LOCAL` -> the local (echo) dispatcher;
+/// - `POOL` -> the pool (HTTP) dispatcher;
+/// - `DEPLOYMENT` -> the pool dispatcher when the function has an `endpointUrl` (set
+///   by its deployment provider at registration, or given by the user), otherwise a
+///   `DISPATCH_ERROR`.
+#[derive(Clone)]
+pub struct ModeRouter {
+    local: Arc<dyn Dispatch>,
+    pool: Arc<dyn Dispatch>,
+}
+
+impl ModeRouter {
+    /// The production router: [`LocalDispatcher`] for `LOCAL`, `pool` for the rest.
+    pub fn new(pool: PoolDispatcher) -> Self {
+        Self::with_dispatchers(Arc::new(LocalDispatcher::new()), Arc::new(pool))
+    }
+
+    /// A router over any dispatchers (tests inject scripted ones).
+    pub fn with_dispatchers(local: Arc<dyn Dispatch>, pool: Arc<dyn Dispatch>) -> Self {
+        Self { local, pool }
+    }
+}
+
+impl fmt::Debug for ModeRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModeRouter").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Dispatch for ModeRouter {
+    async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome {
+        match request.function.execution_mode {
+            ExecutionMode::Local => self.local.dispatch(request).await,
+            ExecutionMode::Pool => self.pool.dispatch(request).await,
+            ExecutionMode::Deployment if request.function.endpoint_url.is_some() => {
+                self.pool.dispatch(request).await
+            }
+            ExecutionMode::Deployment => Err(ErrorInfo::new(
+                ErrorCode::DispatchError,
+                "no deployment provider and no endpointUrl",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use core_types::{DispatchSuccess, ExecutionId, FunctionSpec, Payload, TraceId};
+
+    use super::*;
+
+    /// Answers with its own name, so a test sees which dispatcher ran.
+    struct Named(&'static str);
+
+    #[async_trait::async_trait]
+    impl Dispatch for Named {
+        async fn dispatch(&self, _request: DispatchRequest) -> DispatchOutcome {
+            Ok(DispatchSuccess::warm(Payload::string(self.0)))
+        }
+    }
+
+    fn router() -> ModeRouter {
+        ModeRouter::with_dispatchers(Arc::new(Named("local")), Arc::new(Named("pool")))
+    }
+
+    fn request(mode: &str, endpoint: Option<&str>) -> DispatchRequest {
+        let mut spec = serde_json::json!({"name": "f", "image": "img", "executionMode": mode});
+        if let Some(url) = endpoint {
+            spec["endpointUrl"] = url.into();
+        }
+        DispatchRequest {
+            execution_id: ExecutionId::new("e"),
+            function: Arc::new(FunctionSpec::from_json(&spec).unwrap()),
+            attempt: 1,
+            input: Payload::from_json_text("1").unwrap(),
+            metadata: Arc::new(BTreeMap::new()),
+            trace_id: TraceId::new("t"),
+            idempotency_key: None,
+            callback_url: None,
+        }
+    }
+
+    async fn routed_to(request: DispatchRequest) -> Result<String, ErrorInfo> {
+        router()
+            .dispatch(request)
+            .await
+            .map(|s| s.output.to_value().as_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn routes_by_execution_mode() {
+        assert_eq!(routed_to(request("LOCAL", None)).await.unwrap(), "local");
+        assert_eq!(
+            routed_to(request("LOCAL", Some("http://h/x")))
+                .await
+                .unwrap(),
+            "local"
+        );
+        assert_eq!(
+            routed_to(request("POOL", Some("http://h/x")))
+                .await
+                .unwrap(),
+            "pool"
+        );
+        assert_eq!(
+            routed_to(request("DEPLOYMENT", Some("http://h/x")))
+                .await
+                .unwrap(),
+            "pool"
+        );
+    }
+
+    #[tokio::test]
+    async fn deployment_without_endpoint_is_a_dispatch_error() {
+        let error = routed_to(request("DEPLOYMENT", None)).await.unwrap_err();
+        assert!(error.has_code(ErrorCode::DispatchError));
+        assert_eq!(error.message, "no deployment provider and no endpointUrl");
+    }
+
+    #[tokio::test]
+    async fn the_production_router_echoes_local_functions() {
+        let router = ModeRouter::new(PoolDispatcher::new().unwrap());
+        let mut request = request("LOCAL", None);
+        request.input = Payload::from_json_text(r#"{"deep": [1, {"a": null}]}"#).unwrap();
+        let success = router.dispatch(request).await.unwrap();
+        assert_eq!(
+            success,
+            DispatchSuccess::warm(
+                Payload::from_json_text(r#"{"deep": [1, {"a": null}]}"#).unwrap()
+            )
+        );
+    }
+}

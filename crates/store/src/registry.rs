@@ -1,0 +1,124 @@
+//! The function registry.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use core_types::{FunctionName, FunctionSpec, Timestamp};
+
+/// A function as registered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisteredFunction {
+    /// The resolved spec.
+    pub spec: Arc<FunctionSpec>,
+    /// When it was registered.
+    pub created_at: Timestamp,
+}
+
+/// A function of that name exists already.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("function {0} exists already")]
+pub struct AlreadyRegistered(pub FunctionName);
+
+/// Where registered functions live.
+#[async_trait]
+pub trait FunctionRegistry: Send + Sync + 'static {
+    /// Registers a function; refuses a taken name.
+    async fn register(&self, function: RegisteredFunction) -> Result<(), AlreadyRegistered>;
+    /// One function.
+    async fn get(&self, name: &str) -> Option<RegisteredFunction>;
+    /// Every function, sorted by name.
+    async fn list(&self) -> Vec<RegisteredFunction>;
+    /// Unregisters a function, returning it.
+    async fn remove(&self, name: &str) -> Option<RegisteredFunction>;
+}
+
+/// In-memory registry. Registration is rare and reads are cheap clones of `Arc`s, so
+/// one `RwLock` over a sorted map is enough (the scheduler keeps its own per-function
+/// handles for the hot path).
+#[derive(Debug, Default)]
+pub struct MemoryFunctionRegistry {
+    functions: RwLock<BTreeMap<FunctionName, RegisteredFunction>>,
+}
+
+impl MemoryFunctionRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl FunctionRegistry for MemoryFunctionRegistry {
+    async fn register(&self, function: RegisteredFunction) -> Result<(), AlreadyRegistered> {
+        let mut functions = self.functions.write().unwrap_or_else(|p| p.into_inner());
+        let name = function.spec.name.clone();
+        if functions.contains_key(&name) {
+            return Err(AlreadyRegistered(name));
+        }
+        functions.insert(name, function);
+        Ok(())
+    }
+
+    async fn get(&self, name: &str) -> Option<RegisteredFunction> {
+        self.functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    async fn list(&self) -> Vec<RegisteredFunction> {
+        self.functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    async fn remove(&self, name: &str) -> Option<RegisteredFunction> {
+        self.functions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function(name: &str) -> RegisteredFunction {
+        let spec = FunctionSpec::from_json(
+            &serde_json::json!({"name": name, "image": "i", "executionMode": "LOCAL"}),
+        )
+        .unwrap();
+        RegisteredFunction {
+            spec: Arc::new(spec),
+            created_at: Timestamp::from_millis(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn functions_are_unique_and_listed_by_name() {
+        let registry = MemoryFunctionRegistry::new();
+        for name in ["b", "a", "c"] {
+            registry.register(function(name)).await.unwrap();
+        }
+        assert_eq!(
+            registry.register(function("a")).await,
+            Err(AlreadyRegistered(FunctionName::parse("a").unwrap()))
+        );
+        let names: Vec<_> = registry
+            .list()
+            .await
+            .into_iter()
+            .map(|f| f.spec.name.to_string())
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(registry.remove("b").await.is_some());
+        assert!(registry.get("b").await.is_none());
+        assert!(registry.remove("b").await.is_none());
+    }
+}
