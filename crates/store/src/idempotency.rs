@@ -172,25 +172,26 @@ impl IdempotencyStore for MemoryIdempotencyStore {
     async fn publish(&self, token: ClaimToken, execution: ExecutionId, now: Timestamp) {
         let scope = (token.function, token.key);
         let expires_at = now.plus(self.ttl);
-        if let Some(mut entry) = self.entries.get_mut(&scope) {
-            if let Entry::Pending {
+        let Some(mut entry) = self.entries.get_mut(&scope) else {
+            return;
+        };
+        let fingerprint = match &*entry {
+            Entry::Pending {
                 fingerprint, nonce, ..
-            } = &*entry
-            {
-                if *nonce == token.nonce {
-                    *entry = Entry::Published {
-                        fingerprint: *fingerprint,
-                        execution,
-                        expires_at,
-                    };
-                    drop(entry);
-                    self.expiry
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push_back((expires_at, scope));
-                }
-            }
-        }
+            } if *nonce == token.nonce => *fingerprint,
+            // Not ours any more (abandoned and claimed again): nothing to publish.
+            _ => return,
+        };
+        *entry = Entry::Published {
+            fingerprint,
+            execution,
+            expires_at,
+        };
+        drop(entry);
+        self.expiry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((expires_at, scope));
     }
 
     fn abandon(&self, token: ClaimToken) {

@@ -1,0 +1,1056 @@
+//! The scheduler: submission, `tick_once`, the completion path, waiters, the background
+//! loop and shutdown.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use core_types::{
+    Clock, Dispatch, DispatchRequest, DurationMs, ErrorCode, ErrorInfo, ExecutionId,
+    ExecutionState, FunctionName, FunctionSpec, IdGenerator, IdempotencyKey, InvocationRequest,
+    Payload, SystemClock, TraceId,
+};
+use dashmap::DashMap;
+use futures::FutureExt;
+use queue::{FunctionQueue, PushError, QueuedExecution, Readiness, ReadyFunctions, Slot};
+use store::{
+    AlreadyRegistered, ChangeKind, ClaimOutcome, ClaimToken, ExecutionRecord, ExecutionStore,
+    Fingerprint, FunctionRegistry, IdempotencyStore, MemoryExecutionStore, MemoryFunctionRegistry,
+    MemoryIdempotencyStore, RecordChange, RegisteredFunction,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::{
+    Completion, CompletionOutcome, CompletionSource, IgnoredBecause, NoObserver, Observer,
+    SchedulerEvent, UuidV7Ids,
+};
+
+/// Everything the scheduler is written against, injected.
+#[derive(Clone)]
+pub struct SchedulerParts {
+    /// How attempts reach functions.
+    pub dispatch: Arc<dyn Dispatch>,
+    /// Wall clock for records.
+    pub clock: Arc<dyn Clock>,
+    /// Execution and trace ids.
+    pub ids: Arc<dyn IdGenerator>,
+    /// Execution records.
+    pub executions: Arc<dyn ExecutionStore>,
+    /// Idempotency claims.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Registered functions.
+    pub registry: Arc<dyn FunctionRegistry>,
+    /// Receives every [`SchedulerEvent`].
+    pub observer: Arc<dyn Observer>,
+}
+
+impl std::fmt::Debug for SchedulerParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerParts").finish_non_exhaustive()
+    }
+}
+
+impl SchedulerParts {
+    /// In-memory stores (5-minute TTLs), the system clock and UUID v7 ids.
+    pub fn in_memory(dispatch: Arc<dyn Dispatch>) -> Self {
+        let ttl = DurationMs(5 * 60 * 1000);
+        Self {
+            dispatch,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UuidV7Ids),
+            executions: Arc::new(MemoryExecutionStore::new(ttl)),
+            idempotency: Arc::new(MemoryIdempotencyStore::new(ttl)),
+            registry: Arc::new(MemoryFunctionRegistry::new()),
+            observer: Arc::new(NoObserver),
+        }
+    }
+}
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Base URL runtimes call back (`<base>/<id>:complete`); `None` sends no
+    /// `X-Callback-Url`.
+    pub callback_base_url: Option<Arc<str>>,
+    /// How often finished records and idempotency keys past their TTL are evicted.
+    pub sweep_interval: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            callback_base_url: None,
+            sweep_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How a submission is made.
+#[derive(Clone, Debug, Default)]
+pub struct SubmitOptions {
+    /// The client's `Idempotency-Key`.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// The client's `X-Trace-Id`; one is generated if absent.
+    pub trace_id: Option<TraceId>,
+}
+
+/// An accepted submission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    /// The execution (new, or the one an idempotency key already named).
+    pub execution_id: ExecutionId,
+    /// `true` when the idempotency key named an existing execution.
+    pub replayed: bool,
+}
+
+/// Why a submission was refused. A refused submission leaves no record and no claim.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// No such function.
+    #[error("function {0} is not registered")]
+    UnknownFunction(FunctionName),
+    /// The function's queue is full.
+    #[error("the queue of {function} is full ({capacity} queued)")]
+    QueueFull {
+        /// The function.
+        function: FunctionName,
+        /// Its queue size.
+        capacity: usize,
+    },
+    /// The idempotency key was used with a different request.
+    #[error("idempotency key {0} was used with a different request")]
+    IdempotencyKeyReused(IdempotencyKey),
+    /// The control plane is shutting down or the function is being removed.
+    #[error("not accepting invocations of {0}: shutting down or removed")]
+    NotAccepting(FunctionName),
+    /// The execution store refused the record.
+    #[error("the execution store refused the record: {0}")]
+    Store(String),
+}
+
+/// Why `tick_once` could not look at a function.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TickError {
+    /// No such function.
+    #[error("function {0} is not registered")]
+    UnknownFunction(FunctionName),
+}
+
+/// Why a completion could not be applied at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompleteError {
+    /// No such execution (never existed, or evicted).
+    #[error("no execution {0}")]
+    UnknownExecution(ExecutionId),
+}
+
+/// Why waiting for a result failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// No such execution (never existed, or evicted).
+    #[error("no execution {0}")]
+    UnknownExecution(ExecutionId),
+}
+
+/// Why a function could not be removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveError {
+    /// No such function.
+    #[error("function {0} is not registered")]
+    UnknownFunction(FunctionName),
+}
+
+/// A function's queue as seen from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSnapshot {
+    /// Queued execution ids, head first.
+    pub queued: Vec<ExecutionId>,
+    /// Taken concurrency slots.
+    pub in_flight: usize,
+    /// The function's concurrency.
+    pub concurrency: usize,
+    /// The queue size.
+    pub capacity: usize,
+}
+
+/// A registered function's hot-path handles.
+#[derive(Debug)]
+struct FunctionRuntime {
+    spec: Arc<FunctionSpec>,
+    queue: Arc<FunctionQueue>,
+}
+
+/// An execution that has not finished yet. The map entry's lock is the execution's
+/// lock: every decision about it (start, retry, finish) is taken under it, briefly,
+/// without awaiting; the store writes that follow carry the decision's `version`.
+struct Live {
+    function: Arc<FunctionRuntime>,
+    attempt: u32,
+    version: u64,
+    phase: Phase,
+    input: Payload,
+    metadata: Arc<BTreeMap<String, String>>,
+    trace_id: TraceId,
+    idempotency_key: Option<IdempotencyKey>,
+    waiters: Vec<oneshot::Sender<ExecutionRecord>>,
+}
+
+enum Phase {
+    Queued,
+    Running(RunningAttempt),
+    /// A completion won; its record write is in progress. Later completions are
+    /// ignored, new waiters still join.
+    Finishing,
+}
+
+/// What an attempt holds while it runs. Dropping it frees the slot and tells the
+/// attempt's task (through `_finished`) that its outcome is settled.
+struct RunningAttempt {
+    _slot: Slot,
+    _finished: oneshot::Sender<()>,
+}
+
+enum Decision {
+    Unknown,
+    Ignore(IgnoredBecause),
+    Retry {
+        function: Arc<FunctionRuntime>,
+        change: RecordChange,
+        error: ErrorInfo,
+        running: RunningAttempt,
+    },
+    Finish {
+        change: RecordChange,
+        running: Option<RunningAttempt>,
+    },
+}
+
+struct Inner {
+    parts: SchedulerParts,
+    config: SchedulerConfig,
+    functions: DashMap<FunctionName, Arc<FunctionRuntime>>,
+    live: DashMap<ExecutionId, Live>,
+    readiness: Readiness,
+    ready: std::sync::Mutex<Option<ReadyFunctions>>,
+    tasks: TaskTracker,
+    stopping: CancellationToken,
+    ignored_completions: AtomicU64,
+}
+
+/// The scheduler. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("functions", &self.inner.functions.len())
+            .field("live_executions", &self.inner.live.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler over `parts`. Nothing runs in the background until
+    /// [`start_background`](Self::start_background) or
+    /// [`start_sweeper`](Self::start_sweeper) is called; until then queued work moves
+    /// only through [`tick_once`](Self::tick_once).
+    pub fn new(parts: SchedulerParts, config: SchedulerConfig) -> Self {
+        let (readiness, ready) = Readiness::channel();
+        Self {
+            inner: Arc::new(Inner {
+                parts,
+                config,
+                functions: DashMap::new(),
+                live: DashMap::new(),
+                readiness,
+                ready: std::sync::Mutex::new(Some(ready)),
+                tasks: TaskTracker::new(),
+                stopping: CancellationToken::new(),
+                ignored_completions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    // ----- functions ---------------------------------------------------------------
+
+    /// Registers a function and creates its queue.
+    pub async fn register_function(
+        &self,
+        spec: FunctionSpec,
+    ) -> Result<RegisteredFunction, AlreadyRegistered> {
+        let spec = Arc::new(spec);
+        let registered = RegisteredFunction {
+            spec: Arc::clone(&spec),
+            created_at: self.inner.parts.clock.now(),
+        };
+        self.inner
+            .parts
+            .registry
+            .register(registered.clone())
+            .await?;
+        let queue = FunctionQueue::new(
+            spec.name.clone(),
+            spec.queue_size as usize,
+            spec.concurrency as usize,
+            self.inner.readiness.clone(),
+        );
+        self.inner
+            .functions
+            .insert(spec.name.clone(), Arc::new(FunctionRuntime { spec, queue }));
+        Ok(registered)
+    }
+
+    /// Removes a function. Its queued executions end in `error` with
+    /// `FUNCTION_REMOVED` (their sync callers are answered at once); running ones finish.
+    pub async fn remove_function(
+        &self,
+        name: &FunctionName,
+    ) -> Result<RegisteredFunction, RemoveError> {
+        let Some((_, runtime)) = self.inner.functions.remove(name) else {
+            return Err(RemoveError::UnknownFunction(name.clone()));
+        };
+        for queued in runtime.queue.close() {
+            let error = ErrorInfo::new(
+                ErrorCode::FunctionRemoved,
+                format!("function {name} was removed"),
+            );
+            let _ = self
+                .complete(
+                    &queued.id,
+                    None,
+                    Completion::error(error),
+                    CompletionSource::FunctionRemoved,
+                )
+                .await;
+        }
+        self.inner
+            .parts
+            .registry
+            .remove(name.as_str())
+            .await
+            .ok_or_else(|| RemoveError::UnknownFunction(name.clone()))
+    }
+
+    /// One registered function.
+    pub async fn function(&self, name: &str) -> Option<RegisteredFunction> {
+        self.inner.parts.registry.get(name).await
+    }
+
+    /// Every registered function, by name.
+    pub async fn functions(&self) -> Vec<RegisteredFunction> {
+        self.inner.parts.registry.list().await
+    }
+
+    /// A function's queue and slots, if it is registered.
+    pub fn queue_snapshot(&self, name: &str) -> Option<QueueSnapshot> {
+        let runtime = self.inner.functions.get(name)?;
+        let queue = &runtime.queue;
+        Some(QueueSnapshot {
+            queued: queue.queued_ids(),
+            in_flight: queue.in_flight(),
+            concurrency: queue.concurrency(),
+            capacity: queue.capacity(),
+        })
+    }
+
+    // ----- executions --------------------------------------------------------------
+
+    /// An execution's record.
+    pub async fn execution(&self, id: &ExecutionId) -> Option<ExecutionRecord> {
+        self.inner.parts.executions.get(id).await
+    }
+
+    /// How many completions lost to an earlier one (or named an older attempt).
+    pub fn ignored_completions(&self) -> u64 {
+        self.inner.ignored_completions.load(Ordering::Relaxed)
+    }
+
+    /// Accepts an invocation and queues it. With an idempotency key, a request equal to
+    /// an earlier one (same function, key and body) returns the earlier execution, even
+    /// when both arrive at once; a different body under the same key is refused.
+    pub async fn submit(
+        &self,
+        function: &FunctionName,
+        request: InvocationRequest,
+        options: SubmitOptions,
+    ) -> Result<Submitted, SubmitError> {
+        let inner = &self.inner;
+        let runtime = inner
+            .functions
+            .get(function)
+            .map(|r| Arc::clone(&r))
+            .ok_or_else(|| SubmitError::UnknownFunction(function.clone()))?;
+        if inner.stopping.is_cancelled() {
+            return Err(SubmitError::NotAccepting(function.clone()));
+        }
+
+        let mut claim = None;
+        if let Some(key) = &options.idempotency_key {
+            let fingerprint = fingerprint(&request);
+            match inner
+                .parts
+                .idempotency
+                .claim(function, key, fingerprint, inner.parts.clock.now())
+                .await
+            {
+                ClaimOutcome::Existing(execution_id) => {
+                    return Ok(Submitted {
+                        execution_id,
+                        replayed: true,
+                    });
+                }
+                ClaimOutcome::Reused => return Err(SubmitError::IdempotencyKeyReused(key.clone())),
+                ClaimOutcome::Acquired(token) => {
+                    claim = Some(ClaimGuard {
+                        store: Arc::clone(&inner.parts.idempotency),
+                        token: Some(token),
+                    });
+                }
+            }
+        }
+
+        let id = inner.parts.ids.execution_id();
+        let now = inner.parts.clock.now();
+        inner
+            .parts
+            .executions
+            .insert(ExecutionRecord::queued(id.clone(), function.clone(), now))
+            .await
+            .map_err(|e| SubmitError::Store(e.to_string()))?;
+        inner.live.insert(
+            id.clone(),
+            Live {
+                function: Arc::clone(&runtime),
+                attempt: 1,
+                version: 0,
+                phase: Phase::Queued,
+                input: request.input,
+                metadata: Arc::new(request.metadata),
+                trace_id: options
+                    .trace_id
+                    .unwrap_or_else(|| inner.parts.ids.trace_id()),
+                idempotency_key: options.idempotency_key,
+                waiters: Vec::new(),
+            },
+        );
+        if let Err(refused) = runtime.queue.push(QueuedExecution {
+            id: id.clone(),
+            enqueued_at: now,
+        }) {
+            inner.live.remove(&id);
+            inner.parts.executions.remove(&id).await;
+            // `claim` drops here and abandons the key: a refused request leaves no claim.
+            return Err(match refused {
+                PushError::Full { function, capacity } => {
+                    SubmitError::QueueFull { function, capacity }
+                }
+                PushError::Closed { function } => SubmitError::NotAccepting(function),
+            });
+        }
+        if let Some(mut claim) = claim {
+            let token = claim
+                .token
+                .take()
+                .expect("a guard holds its token until used");
+            inner
+                .parts
+                .idempotency
+                .publish(token, id.clone(), now)
+                .await;
+        }
+        inner.parts.observer.on_event(SchedulerEvent::Enqueued {
+            function,
+            execution: &id,
+        });
+        Ok(Submitted {
+            execution_id: id,
+            replayed: false,
+        })
+    }
+
+    /// Waits for an execution's final record. With a `timeout`, an execution still
+    /// unfinished when it runs out is ended as `timeout` (whatever state it was in; a
+    /// queued one is never dispatched) and that final record is returned. Any number of
+    /// callers may wait on one execution; each is woken exactly once.
+    pub async fn wait_for_result(
+        &self,
+        id: &ExecutionId,
+        timeout: Option<Duration>,
+    ) -> Result<ExecutionRecord, WaitError> {
+        let Some(waiter) = self.subscribe(id) else {
+            return self.final_record(id).await;
+        };
+        let woken = match timeout {
+            None => waiter.await,
+            Some(limit) => match tokio::time::timeout(limit, waiter).await {
+                Ok(woken) => woken,
+                Err(_elapsed) => {
+                    let error = ErrorInfo::new(
+                        ErrorCode::SyncTimeout,
+                        format!("no result within {} ms", limit.as_millis()),
+                    );
+                    let completion = Completion::Failure {
+                        state: ExecutionState::Timeout,
+                        error,
+                    };
+                    // Whatever won (this timeout or a result that beat it), the record is final now.
+                    let _ = self
+                        .complete(id, None, completion, CompletionSource::SyncTimeout)
+                        .await;
+                    match self.subscribe(id) {
+                        Some(waiter) => waiter.await,
+                        None => return self.final_record(id).await,
+                    }
+                }
+            },
+        };
+        match woken {
+            Ok(record) => Ok(record),
+            Err(_) => self.final_record(id).await,
+        }
+    }
+
+    fn subscribe(&self, id: &ExecutionId) -> Option<oneshot::Receiver<ExecutionRecord>> {
+        let mut live = self.inner.live.get_mut(id)?;
+        let (tx, rx) = oneshot::channel();
+        live.waiters.push(tx);
+        Some(rx)
+    }
+
+    async fn final_record(&self, id: &ExecutionId) -> Result<ExecutionRecord, WaitError> {
+        self.inner
+            .parts
+            .executions
+            .get(id)
+            .await
+            .ok_or_else(|| WaitError::UnknownExecution(id.clone()))
+    }
+
+    // ----- tick_once ---------------------------------------------------------------
+
+    /// Takes at most one queued invocation of `function`, only if a concurrency slot is
+    /// free, marks it running and starts its dispatch. `Ok(None)`: no free slot or no
+    /// queued work. `Ok(Some(handle))`: the handle resolves only after the execution's
+    /// record has been updated (terminal, or queued again for a retry) and the slot
+    /// released. The background loop drops handles; `:drain-once` awaits them.
+    pub async fn tick_once(
+        &self,
+        function: &FunctionName,
+    ) -> Result<Option<JoinHandle<()>>, TickError> {
+        let runtime = self
+            .inner
+            .functions
+            .get(function)
+            .map(|r| Arc::clone(&r))
+            .ok_or_else(|| TickError::UnknownFunction(function.clone()))?;
+        Ok(self.tick_runtime(&runtime).await)
+    }
+
+    async fn tick_runtime(&self, runtime: &Arc<FunctionRuntime>) -> Option<JoinHandle<()>> {
+        let inner = &self.inner;
+        loop {
+            let slot = runtime.queue.try_acquire_slot()?;
+            let queued = runtime.queue.pop()?;
+            let now = inner.parts.clock.now();
+            let (finished_tx, finished_rx) = oneshot::channel();
+            let start = {
+                let Some(mut live) = inner.live.get_mut(&queued.id) else {
+                    continue;
+                };
+                if !matches!(live.phase, Phase::Queued) {
+                    // Completed while queued (callback, removal, timeout): skip it.
+                    continue;
+                }
+                live.version += 1;
+                live.phase = Phase::Running(RunningAttempt {
+                    _slot: slot,
+                    _finished: finished_tx,
+                });
+                let request = DispatchRequest {
+                    execution_id: queued.id.clone(),
+                    function: Arc::clone(&live.function.spec),
+                    attempt: live.attempt,
+                    input: live.input.clone(),
+                    metadata: Arc::clone(&live.metadata),
+                    trace_id: live.trace_id.clone(),
+                    idempotency_key: if live.attempt == 1 {
+                        live.idempotency_key.clone()
+                    } else {
+                        None
+                    },
+                    callback_url: inner.config.callback_base_url.clone(),
+                };
+                (live.version, request)
+            };
+            let (version, request) = start;
+            let attempt = request.attempt;
+            let change = RecordChange {
+                version,
+                kind: ChangeKind::Started { attempt, at: now },
+            };
+            self.write(&queued.id, change).await;
+            inner.parts.observer.on_event(SchedulerEvent::Dispatched {
+                function: &runtime.spec.name,
+                execution: &queued.id,
+                attempt,
+                queue_wait: now.since(queued.enqueued_at),
+            });
+            let span = tracing::info_span!(
+                "execution",
+                function = %runtime.spec.name,
+                execution_id = %queued.id,
+                attempt,
+                trace_id = %request.trace_id,
+            );
+            let timeout = Duration::from_millis(runtime.spec.timeout_ms);
+            let attempt_task = self
+                .clone()
+                .run_attempt(request, timeout, finished_rx)
+                .instrument(span);
+            return Some(self.spawn_owned(attempt_task));
+        }
+    }
+
+    /// Runs one attempt to its end: dispatch under the function's timeout, then the
+    /// completion path. If another completion wins first (a callback, a sync timeout,
+    /// shutdown), the dispatch is dropped and the task ends once the winner has
+    /// written the record and released the slot.
+    async fn run_attempt(
+        self,
+        request: DispatchRequest,
+        timeout: Duration,
+        mut settled: oneshot::Receiver<()>,
+    ) {
+        let id = request.execution_id.clone();
+        let attempt = request.attempt;
+        let dispatch = AssertUnwindSafe(self.inner.parts.dispatch.dispatch(request)).catch_unwind();
+        let result = tokio::select! {
+            biased;
+            _ = &mut settled => return,
+            result = tokio::time::timeout(timeout, dispatch) => result,
+        };
+        let (completion, source) = match result {
+            Err(_elapsed) => {
+                let error = ErrorInfo::new(
+                    ErrorCode::DispatchTimeout,
+                    format!("function did not answer within {} ms", timeout.as_millis()),
+                );
+                (
+                    Completion::Failure {
+                        state: ExecutionState::Timeout,
+                        error,
+                    },
+                    CompletionSource::Dispatch,
+                )
+            }
+            Ok(Err(panic)) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(%message, "dispatch panicked");
+                let error = ErrorInfo::new(
+                    ErrorCode::DispatchPanicked,
+                    format!("dispatch panicked: {message}"),
+                );
+                (Completion::error(error), CompletionSource::DispatchPanic)
+            }
+            Ok(Ok(Ok(success))) => (Completion::Success(success), CompletionSource::Dispatch),
+            Ok(Ok(Err(error))) => {
+                let state = if error.has_code(ErrorCode::DispatchTimeout) {
+                    ExecutionState::Timeout
+                } else {
+                    ExecutionState::Error
+                };
+                (
+                    Completion::Failure { state, error },
+                    CompletionSource::Dispatch,
+                )
+            }
+        };
+        match self.complete(&id, Some(attempt), completion, source).await {
+            Ok(CompletionOutcome::Applied(_)) => {}
+            // Someone else won; resolve only once they have finished writing.
+            Ok(CompletionOutcome::Ignored(_)) | Err(_) => {
+                let _ = settled.await;
+            }
+        }
+    }
+
+    // ----- the completion path -----------------------------------------------------
+
+    /// The one completion path. Dispatch results, runtime callbacks (`attempt` from
+    /// `X-Dispatch-Attempt`), sync timeouts, function removal and shutdown all come
+    /// here. The first completion of the current attempt wins; later ones and those
+    /// naming another attempt are ignored and counted. A failed attempt reported by its
+    /// dispatch or callback is retried (same id, `attempt + 1`, tail of the queue) until
+    /// the function's `maxRetries` total attempts; a retry that cannot be queued ends
+    /// the execution with the attempt's error. A completion of a queued execution takes
+    /// it out of the queue, so it is never dispatched.
+    pub async fn complete(
+        &self,
+        id: &ExecutionId,
+        attempt: Option<u32>,
+        completion: Completion,
+        source: CompletionSource,
+    ) -> Result<CompletionOutcome, CompleteError> {
+        let inner = &self.inner;
+        let now = inner.parts.clock.now();
+        match self.decide(id, attempt, completion, source, now) {
+            Decision::Unknown => {
+                if inner.parts.executions.get(id).await.is_some() {
+                    Ok(self.ignored(id, source, IgnoredBecause::AlreadyFinished))
+                } else {
+                    Err(CompleteError::UnknownExecution(id.clone()))
+                }
+            }
+            Decision::Ignore(because) => Ok(self.ignored(id, source, because)),
+            Decision::Retry {
+                function,
+                change,
+                error,
+                running,
+            } => {
+                let ChangeKind::Requeued {
+                    attempt: next_attempt,
+                    ..
+                } = change.kind
+                else {
+                    unreachable!("a retry is a requeue")
+                };
+                self.write(id, change).await;
+                drop(running);
+                inner.parts.observer.on_event(SchedulerEvent::Retried {
+                    function: &function.spec.name,
+                    execution: id,
+                    next_attempt,
+                    error: &error,
+                });
+                Ok(CompletionOutcome::Applied(ExecutionState::Queued))
+            }
+            Decision::Finish { change, running } => {
+                let state = match &change.kind {
+                    ChangeKind::Finished { state, .. } => *state,
+                    _ => unreachable!("a finish is a terminal change"),
+                };
+                let record = self.write(id, change).await;
+                // Slot and the attempt task are released only now, after the write.
+                drop(running);
+                let waiters = inner
+                    .live
+                    .remove(id)
+                    .map(|(_, live)| live.waiters)
+                    .unwrap_or_default();
+                if let Some(record) = &record {
+                    for waiter in waiters {
+                        let _ = waiter.send(record.clone());
+                    }
+                    inner
+                        .parts
+                        .observer
+                        .on_event(SchedulerEvent::Finished { record, source });
+                }
+                Ok(CompletionOutcome::Applied(state))
+            }
+        }
+    }
+
+    /// Decides, under the execution's lock and without awaiting, what a completion does.
+    fn decide(
+        &self,
+        id: &ExecutionId,
+        attempt: Option<u32>,
+        completion: Completion,
+        source: CompletionSource,
+        now: core_types::Timestamp,
+    ) -> Decision {
+        let Some(mut live) = self.inner.live.get_mut(id) else {
+            return Decision::Unknown;
+        };
+        if let Some(reported) = attempt
+            && reported != live.attempt
+        {
+            return Decision::Ignore(IgnoredBecause::StaleAttempt {
+                reported,
+                current: live.attempt,
+            });
+        }
+        let function = Arc::clone(&live.function);
+        let running = match std::mem::replace(&mut live.phase, Phase::Finishing) {
+            Phase::Finishing => return Decision::Ignore(IgnoredBecause::AlreadyFinished),
+            Phase::Queued => {
+                function.queue.remove(id);
+                None
+            }
+            Phase::Running(running) => Some(running),
+        };
+        live.version += 1;
+        let finish = |live: &Live, state, output, error| {
+            let (cold_start, init_duration_ms) = match &completion {
+                Completion::Success(s) => (s.cold_start, s.init_duration_ms),
+                Completion::Failure { .. } => (false, None),
+            };
+            RecordChange {
+                version: live.version,
+                kind: ChangeKind::Finished {
+                    state,
+                    at: now,
+                    output,
+                    error,
+                    cold_start,
+                    init_duration_ms,
+                },
+            }
+        };
+        let (state, error) = match &completion {
+            Completion::Success(success) => {
+                let change = finish(
+                    &live,
+                    ExecutionState::Success,
+                    Some(success.output.clone()),
+                    None,
+                );
+                return Decision::Finish { change, running };
+            }
+            Completion::Failure { state, error } => (*state, error.clone()),
+        };
+        let running = match running {
+            Some(running) if source.may_retry() && live.attempt < function.spec.max_attempts() => {
+                let next_attempt = live.attempt + 1;
+                match function.queue.push(QueuedExecution {
+                    id: id.clone(),
+                    enqueued_at: now,
+                }) {
+                    Ok(()) => {
+                        live.attempt = next_attempt;
+                        live.phase = Phase::Queued;
+                        let kind = ChangeKind::Requeued {
+                            attempt: next_attempt,
+                            at: now,
+                        };
+                        let change = RecordChange {
+                            version: live.version,
+                            kind,
+                        };
+                        return Decision::Retry {
+                            function,
+                            change,
+                            error,
+                            running,
+                        };
+                    }
+                    Err(refused) => {
+                        tracing::warn!(execution_id = %id, %refused, "retry could not be queued; the execution ends with its error");
+                        Some(running)
+                    }
+                }
+            }
+            other => other,
+        };
+        let change = finish(&live, state, None, Some(error));
+        Decision::Finish { change, running }
+    }
+
+    fn ignored(
+        &self,
+        id: &ExecutionId,
+        source: CompletionSource,
+        because: IgnoredBecause,
+    ) -> CompletionOutcome {
+        self.inner
+            .ignored_completions
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(execution_id = %id, %source, %because, "completion ignored");
+        self.inner
+            .parts
+            .observer
+            .on_event(SchedulerEvent::CompletionIgnored {
+                execution: id,
+                source,
+                because,
+            });
+        CompletionOutcome::Ignored(because)
+    }
+
+    /// Applies a decided change. A stale change (a newer decision was written first) is
+    /// dropped by design; anything else is a bug worth shouting about, not a reason to
+    /// leave the execution hanging.
+    async fn write(&self, id: &ExecutionId, change: RecordChange) -> Option<ExecutionRecord> {
+        match self.inner.parts.executions.apply(id, change).await {
+            Ok(record) => Some(record),
+            Err(store::ApplyError::Stale { .. }) => None,
+            Err(error) => {
+                tracing::error!(execution_id = %id, %error, "execution record update refused");
+                None
+            }
+        }
+    }
+
+    // ----- background work and shutdown --------------------------------------------
+
+    fn spawn_owned<F>(&self, task: F) -> JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the scheduler owns every long-lived task: each is tracked by `tasks` and awaited by `shutdown`"
+        )]
+        tokio::spawn(self.inner.tasks.track_future(task))
+    }
+
+    /// Starts the background loop: it wakes when a queue gains work or frees a slot and
+    /// gives each ready function one dispatch per turn, so a saturated or slow function
+    /// never stalls another. Also starts the eviction sweeper. Calling it twice does
+    /// nothing the second time.
+    pub fn start_background(&self) {
+        let Some(mut ready) = self
+            .inner
+            .ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        self.start_sweeper();
+        let scheduler = self.clone();
+        let stopping = self.inner.stopping.clone();
+        self.spawn_owned(async move {
+            loop {
+                let name = tokio::select! {
+                    _ = stopping.cancelled() => return,
+                    next = ready.next() => match next {
+                        Some(name) => name,
+                        None => return,
+                    },
+                };
+                let Some(runtime) = scheduler.inner.functions.get(&name).map(|r| Arc::clone(&r))
+                else {
+                    continue;
+                };
+                runtime.queue.clear_announcement();
+                if scheduler.tick_runtime(&runtime).await.is_some() {
+                    // Back to the tail: one dispatch per function per turn.
+                    runtime.queue.announce();
+                }
+            }
+        });
+    }
+
+    /// Starts the periodic eviction of finished records and idempotency keys past
+    /// their TTL (started by `start_background` too; call it alone in manual mode).
+    pub fn start_sweeper(&self) {
+        let parts = self.inner.parts.clone();
+        let every = self.inner.config.sweep_interval;
+        let stopping = self.inner.stopping.clone();
+        self.spawn_owned(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stopping.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                let now = parts.clock.now();
+                let records = parts.executions.evict_expired(now).await;
+                let keys = parts.idempotency.evict_expired(now).await;
+                if records + keys > 0 {
+                    tracing::debug!(records, keys, "evicted expired entries");
+                }
+            }
+        });
+    }
+
+    /// Stops gracefully: accepts nothing new, ends every queued execution with
+    /// `SHUTDOWN`, lets in-flight attempts finish for up to `grace`, then ends the rest
+    /// with `SHUTDOWN` too. When it returns, no execution is queued or running and every
+    /// waiter has its answer.
+    pub async fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.stopping.cancel();
+        let runtimes: Vec<_> = inner
+            .functions
+            .iter()
+            .map(|r| Arc::clone(r.value()))
+            .collect();
+        for runtime in runtimes {
+            for queued in runtime.queue.close() {
+                let error = ErrorInfo::new(
+                    ErrorCode::Shutdown,
+                    "the control plane shut down before this execution started",
+                );
+                let _ = self
+                    .complete(
+                        &queued.id,
+                        None,
+                        Completion::error(error),
+                        CompletionSource::Shutdown,
+                    )
+                    .await;
+            }
+        }
+        inner.tasks.close();
+        if tokio::time::timeout(grace, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            let unfinished: Vec<ExecutionId> = inner.live.iter().map(|e| e.key().clone()).collect();
+            for id in unfinished {
+                let error = ErrorInfo::new(
+                    ErrorCode::Shutdown,
+                    "the control plane shut down before the function answered",
+                );
+                let _ = self
+                    .complete(
+                        &id,
+                        None,
+                        Completion::error(error),
+                        CompletionSource::Shutdown,
+                    )
+                    .await;
+            }
+            inner.tasks.wait().await;
+        }
+    }
+}
+
+/// Frees an idempotency claim unless it was published (also when the submitting future
+/// is dropped half-way).
+struct ClaimGuard {
+    store: Arc<dyn IdempotencyStore>,
+    token: Option<ClaimToken>,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.store.abandon(token);
+        }
+    }
+}
+
+/// A digest of what makes two requests "the same" for idempotency: input and metadata.
+fn fingerprint(request: &InvocationRequest) -> Fingerprint {
+    // DefaultHasher::new() uses fixed keys: stable within a build, which is all an
+    // in-memory claim needs. A shared backend would want a hash fixed across builds.
+    let mut hasher = DefaultHasher::new();
+    request.input.json_text().hash(&mut hasher);
+    request.metadata.hash(&mut hasher);
+    Fingerprint(hasher.finish())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned())
+}

@@ -1,0 +1,427 @@
+//! The deterministic harness of the completion-parity cases: a manual clock, sequential
+//! ids, a scripted dispatcher and an event log, and a dump of everything a case can
+//! observe, taken at named checkpoints and pinned as insta snapshots.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use core_types::{
+    Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, DurationMs, ErrorCode,
+    ErrorInfo, ExecutionId, FunctionName, FunctionSpec, IdGenerator, IdempotencyKey,
+    InvocationRequest, Payload, Timestamp, TraceId,
+};
+use scheduler::{
+    Observer, Scheduler, SchedulerConfig, SchedulerEvent, SchedulerParts, SubmitError,
+    SubmitOptions,
+};
+use store::{MemoryExecutionStore, MemoryFunctionRegistry, MemoryIdempotencyStore};
+use tokio::sync::oneshot;
+
+/// Where every case's clock starts: 2026-01-01T00:00:00Z.
+const EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// A clock that moves only when told.
+#[derive(Debug, Default)]
+pub(crate) struct ManualClock(AtomicU64);
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(EPOCH_MS + self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// `exec-1`, `exec-2`, ... and `trace-1`, ...
+#[derive(Debug, Default)]
+pub(crate) struct SequentialIds {
+    executions: AtomicU64,
+    traces: AtomicU64,
+}
+
+impl IdGenerator for SequentialIds {
+    fn execution_id(&self) -> ExecutionId {
+        ExecutionId::new(format!(
+            "exec-{}",
+            self.executions.fetch_add(1, Ordering::SeqCst) + 1
+        ))
+    }
+
+    fn trace_id(&self) -> TraceId {
+        TraceId::new(format!(
+            "trace-{}",
+            self.traces.fetch_add(1, Ordering::SeqCst) + 1
+        ))
+    }
+}
+
+/// What the scripted dispatcher does for one attempt.
+pub(crate) enum Step {
+    /// Answer with the input (LOCAL).
+    Echo,
+    /// Answer with this output.
+    Answer(serde_json::Value),
+    /// Fail like an unreachable endpoint.
+    Unreachable,
+    /// Fail like an endpoint answering 500.
+    Http500,
+    /// Tell the test it started, then wait until the test releases it (see [`gate`]).
+    Wait {
+        started: oneshot::Sender<()>,
+        release: oneshot::Receiver<DispatchOutcome>,
+    },
+    /// Panic inside the dispatcher.
+    Panic,
+}
+
+/// The test's side of a [`Step::Wait`].
+pub(crate) struct Gate {
+    started: oneshot::Receiver<()>,
+    release: oneshot::Sender<DispatchOutcome>,
+}
+
+impl Gate {
+    /// Resolves once the dispatcher is inside this step.
+    pub(crate) async fn started(&mut self) {
+        (&mut self.started)
+            .await
+            .expect("the dispatcher reached this step");
+    }
+
+    /// Lets the dispatch answer; `false` if nobody listens any more (the dispatch was
+    /// dropped because another completion won).
+    pub(crate) fn release(self, outcome: DispatchOutcome) -> bool {
+        self.release.send(outcome).is_ok()
+    }
+}
+
+/// A dispatch step that waits for the test, and the test's handle on it.
+pub(crate) fn gate() -> (Step, Gate) {
+    let (started_tx, started_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    (
+        Step::Wait {
+            started: started_tx,
+            release: release_rx,
+        },
+        Gate {
+            started: started_rx,
+            release: release_tx,
+        },
+    )
+}
+
+/// The event log shared by the observer and the dispatcher.
+#[derive(Clone, Default)]
+pub(crate) struct EventLog(Arc<Mutex<Vec<String>>>);
+
+impl EventLog {
+    fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Observer for EventLog {
+    fn on_event(&self, event: SchedulerEvent<'_>) {
+        let line = match event {
+            SchedulerEvent::Enqueued {
+                function,
+                execution,
+            } => format!("enqueued {execution} for {function}"),
+            SchedulerEvent::Dispatched {
+                execution,
+                attempt,
+                queue_wait,
+                ..
+            } => {
+                format!(
+                    "dispatched {execution} attempt {attempt} after {}ms queued",
+                    queue_wait.0
+                )
+            }
+            SchedulerEvent::Retried {
+                execution,
+                next_attempt,
+                error,
+                ..
+            } => {
+                format!(
+                    "retry {execution} as attempt {next_attempt} after {}",
+                    error.code
+                )
+            }
+            SchedulerEvent::Finished { record, source } => {
+                format!(
+                    "finished {} {} (attempt {}) via {source}",
+                    record.id, record.state, record.attempt
+                )
+            }
+            SchedulerEvent::CompletionIgnored {
+                execution,
+                source,
+                because,
+            } => {
+                format!("ignored {source} completion of {execution}: {because}")
+            }
+        };
+        self.push(line);
+    }
+}
+
+/// A dispatcher that follows a script per function, and logs every call.
+#[derive(Default)]
+pub(crate) struct ScriptedDispatch {
+    scripts: Mutex<HashMap<String, VecDeque<Step>>>,
+    log: EventLog,
+}
+
+#[async_trait::async_trait]
+impl Dispatch for ScriptedDispatch {
+    async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome {
+        let key = request
+            .idempotency_key
+            .as_ref()
+            .map_or("-".to_owned(), ToString::to_string);
+        self.log.push(format!(
+            "  call {} attempt {} (idempotency key {key}, trace {})",
+            request.execution_id, request.attempt, request.trace_id
+        ));
+        let step = self
+            .scripts
+            .lock()
+            .unwrap()
+            .get_mut(request.function.name.as_str())
+            .and_then(VecDeque::pop_front)
+            .unwrap_or_else(|| panic!("no scripted step left for {}", request.function.name));
+        match step {
+            Step::Echo => Ok(DispatchSuccess::warm(request.input)),
+            Step::Answer(value) => Ok(DispatchSuccess::warm(Payload::from_value(&value))),
+            Step::Unreachable => Err(ErrorInfo::new(
+                ErrorCode::DispatchError,
+                "cannot connect to function endpoint http://127.0.0.1:9/: connection refused",
+            )),
+            Step::Http500 => Err(ErrorInfo::new(
+                ErrorCode::FunctionError,
+                "function answered 500: boom",
+            )),
+            Step::Wait { started, release } => {
+                let _ = started.send(());
+                release
+                    .await
+                    .expect("the test releases every waiting dispatch")
+            }
+            Step::Panic => panic!("scripted dispatcher panic"),
+        }
+    }
+}
+
+/// One parity case: a scheduler in manual mode over in-memory stores, its fakes, and
+/// the snapshot directory `snapshots/<case>/`.
+pub(crate) struct Case {
+    pub(crate) name: &'static str,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) clock: Arc<ManualClock>,
+    dispatch: Arc<ScriptedDispatch>,
+    log: EventLog,
+    executions: Vec<ExecutionId>,
+    functions: Vec<FunctionName>,
+}
+
+impl Case {
+    pub(crate) fn new(name: &'static str) -> Self {
+        let log = EventLog::default();
+        let clock = Arc::new(ManualClock::default());
+        let dispatch = Arc::new(ScriptedDispatch {
+            scripts: Mutex::default(),
+            log: log.clone(),
+        });
+        let ttl = DurationMs(5 * 60 * 1000);
+        let parts = SchedulerParts {
+            dispatch: Arc::clone(&dispatch) as Arc<dyn Dispatch>,
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            ids: Arc::new(SequentialIds::default()),
+            executions: Arc::new(MemoryExecutionStore::new(ttl)),
+            idempotency: Arc::new(MemoryIdempotencyStore::new(ttl)),
+            registry: Arc::new(MemoryFunctionRegistry::new()),
+            observer: Arc::new(log.clone()),
+        };
+        let config = SchedulerConfig {
+            callback_base_url: Some("http://127.0.0.1:8080/v1/internal/executions".into()),
+            ..SchedulerConfig::default()
+        };
+        Self {
+            name,
+            scheduler: Scheduler::new(parts, config),
+            clock,
+            dispatch,
+            log,
+            executions: Vec::new(),
+            functions: Vec::new(),
+        }
+    }
+
+    /// Registers a function from a JSON spec (defaults filled in as the API does).
+    pub(crate) async fn function(&mut self, spec: serde_json::Value) -> FunctionName {
+        let spec = FunctionSpec::from_json(&spec).expect("valid spec");
+        let name = spec.name.clone();
+        self.scheduler
+            .register_function(spec)
+            .await
+            .expect("new function");
+        self.functions.push(name.clone());
+        name
+    }
+
+    /// Appends steps to a function's script.
+    pub(crate) fn script(&self, function: &FunctionName, steps: impl IntoIterator<Item = Step>) {
+        self.dispatch
+            .scripts
+            .lock()
+            .unwrap()
+            .entry(function.to_string())
+            .or_default()
+            .extend(steps);
+    }
+
+    /// Submits `input`, optionally with an idempotency key.
+    pub(crate) async fn submit(
+        &mut self,
+        function: &FunctionName,
+        input: serde_json::Value,
+        key: Option<&str>,
+    ) -> Result<ExecutionId, SubmitError> {
+        let request = InvocationRequest {
+            input: Payload::from_value(&input),
+            metadata: BTreeMap::new(),
+        };
+        let options = SubmitOptions {
+            idempotency_key: key.map(IdempotencyKey::new),
+            trace_id: None,
+        };
+        let submitted = self.scheduler.submit(function, request, options).await?;
+        if !self.executions.contains(&submitted.execution_id) {
+            self.executions.push(submitted.execution_id.clone());
+        }
+        Ok(submitted.execution_id)
+    }
+
+    /// `:drain-once`: one tick, awaited to the end. Returns whether it dispatched.
+    pub(crate) async fn drain_once(&self, function: &FunctionName) -> bool {
+        match self
+            .scheduler
+            .tick_once(function)
+            .await
+            .expect("known function")
+        {
+            Some(handle) => {
+                handle.await.expect("attempt task");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves the manual clock.
+    pub(crate) fn advance_clock(&self, ms: u64) {
+        self.clock.0.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Pins the observable state as `snapshots/<case>/<checkpoint>.snap`.
+    pub(crate) async fn checkpoint(&self, checkpoint: &str) {
+        let dump = self.dump().await;
+        insta::with_settings!({
+            snapshot_path => format!("../snapshots/{}", self.name),
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(checkpoint.to_owned(), dump);
+        });
+    }
+
+    /// A readable dump: queues and slots, every record, and the events since the last
+    /// checkpoint.
+    pub(crate) async fn dump(&self) -> String {
+        let mut out = String::new();
+        writeln!(out, "queues:").unwrap();
+        for function in &self.functions {
+            match self.scheduler.queue_snapshot(function.as_str()) {
+                Some(q) => {
+                    let queued: Vec<_> = q.queued.iter().map(ToString::to_string).collect();
+                    writeln!(
+                        out,
+                        "  {function}: queued [{}], slots {}/{} taken, capacity {}",
+                        queued.join(", "),
+                        q.in_flight,
+                        q.concurrency,
+                        q.capacity
+                    )
+                    .unwrap();
+                }
+                None => writeln!(out, "  {function}: (removed)").unwrap(),
+            }
+        }
+        writeln!(out, "records:").unwrap();
+        if self.executions.is_empty() {
+            writeln!(out, "  (none)").unwrap();
+        }
+        for id in &self.executions {
+            let Some(r) = self.scheduler.execution(id).await else {
+                writeln!(out, "  {id}: (no record)").unwrap();
+                continue;
+            };
+            let at = |t: Option<Timestamp>| {
+                t.map_or("-".to_owned(), |t| {
+                    format!("t+{}ms", t.as_millis() - EPOCH_MS)
+                })
+            };
+            writeln!(
+                out,
+                "  {id} ({}): {} attempt {}",
+                r.function, r.state, r.attempt
+            )
+            .unwrap();
+            writeln!(
+                out,
+                "    created {} started {} finished {}",
+                at(Some(r.created_at)),
+                at(r.started_at),
+                at(r.finished_at)
+            )
+            .unwrap();
+            if let Some(output) = &r.output {
+                writeln!(out, "    output {}", output.json_text()).unwrap();
+            }
+            if let Some(error) = &r.error {
+                writeln!(out, "    error {}: {}", error.code, error.message).unwrap();
+            }
+        }
+        writeln!(
+            out,
+            "ignored completions: {}",
+            self.scheduler.ignored_completions()
+        )
+        .unwrap();
+        writeln!(out, "events since last checkpoint:").unwrap();
+        let events = self.log.take();
+        if events.is_empty() {
+            writeln!(out, "  (none)").unwrap();
+        }
+        for event in events {
+            writeln!(out, "  {event}").unwrap();
+        }
+        out
+    }
+}
+
+/// A LOCAL-style function spec with overrides.
+pub(crate) fn spec(name: &str, overrides: serde_json::Value) -> serde_json::Value {
+    let mut spec = serde_json::json!({"name": name, "image": "nanofaas/test", "executionMode": "POOL", "endpointUrl": "http://127.0.0.1:9/"});
+    for (k, v) in overrides.as_object().expect("object").clone() {
+        spec[k] = v;
+    }
+    spec
+}
