@@ -115,34 +115,32 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         now: Timestamp,
     ) -> ClaimOutcome {
         let scope = (function.clone(), key.clone());
+        let pending = || {
+            let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
+            let entry = Entry::Pending {
+                fingerprint,
+                nonce,
+                settled: watch::channel(()).0,
+            };
+            let token = ClaimToken {
+                function: function.clone(),
+                key: key.clone(),
+                nonce,
+            };
+            (entry, ClaimOutcome::Acquired(token))
+        };
         loop {
             let mut settled = match self.entries.entry(scope.clone()) {
                 dashmap::Entry::Vacant(vacant) => {
-                    let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
-                    vacant.insert(Entry::Pending {
-                        fingerprint,
-                        nonce,
-                        settled: watch::channel(()).0,
-                    });
-                    return ClaimOutcome::Acquired(ClaimToken {
-                        function: function.clone(),
-                        key: key.clone(),
-                        nonce,
-                    });
+                    let (entry, acquired) = pending();
+                    vacant.insert(entry);
+                    return acquired;
                 }
                 dashmap::Entry::Occupied(mut occupied) => match occupied.get() {
                     Entry::Published { expires_at, .. } if *expires_at <= now => {
-                        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
-                        occupied.insert(Entry::Pending {
-                            fingerprint,
-                            nonce,
-                            settled: watch::channel(()).0,
-                        });
-                        return ClaimOutcome::Acquired(ClaimToken {
-                            function: function.clone(),
-                            key: key.clone(),
-                            nonce,
-                        });
+                        let (entry, acquired) = pending();
+                        occupied.insert(entry);
+                        return acquired;
                     }
                     Entry::Published {
                         fingerprint: first,
