@@ -1,2 +1,222 @@
-//! The control-plane binary: wires the concrete crates together (filled in by the service issue).
-fn main() {}
+//! The `control-plane` binary: the only place where concrete types meet.
+//!
+//! Owns: configuration (flags, each also `CONTROL_PLANE_<FLAG>`), the tracing
+//! subscriber (`RUST_LOG`), wiring [`dispatcher::ModeRouter`] into a
+//! [`scheduler::Scheduler`] over in-memory stores with the configured TTLs, serving
+//! [`http_api::router`] on the API listener and [`http_api::health_router`] on the
+//! management listener, and graceful shutdown on SIGINT/SIGTERM (stop accepting, then
+//! [`scheduler::Scheduler::shutdown`] ends every remaining execution).
+//!
+//! It spawns nothing itself (only the scheduler owns tasks): both listeners are served
+//! on this task with `tokio::try_join!`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use core_types::DurationMs;
+use dispatcher::{ModeRouter, PoolDispatcher};
+use http_api::{ApiConfig, AppState};
+use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
+use signals::shutdown_signal;
+use store::{MemoryExecutionStore, MemoryIdempotencyStore};
+use tokio::net::TcpListener;
+
+/// How long in-flight dispatches may run on after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Who moves queued work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SchedulerMode {
+    /// The scheduler loop dispatches queued work as soon as a slot is free.
+    Background,
+    /// No loop: queued work moves only through `:drain-once`.
+    Manual,
+}
+
+/// The nanofaas-compatible serverless control plane.
+#[derive(Debug, Parser)]
+#[command(name = "control-plane", version, about)]
+struct Args {
+    /// API listener (`0` as port picks a free one).
+    #[arg(long, env = "CONTROL_PLANE_API_ADDR", default_value = "127.0.0.1:8080")]
+    api_addr: SocketAddr,
+    /// Health listener.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_MANAGEMENT_ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    management_addr: SocketAddr,
+    /// `background` or `manual`.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_SCHEDULER",
+        value_enum,
+        default_value = "background"
+    )]
+    scheduler: SchedulerMode,
+    /// How long a finished execution stays readable (ISO-8601, e.g. `PT5M`).
+    #[arg(long, env = "CONTROL_PLANE_EXECUTION_TTL", default_value = "PT5M", value_parser = parse_ttl)]
+    execution_ttl: DurationMs,
+    /// How long an `Idempotency-Key` is remembered (ISO-8601).
+    #[arg(long, env = "CONTROL_PLANE_IDEMPOTENCY_TTL", default_value = "PT5M", value_parser = parse_ttl)]
+    idempotency_ttl: DurationMs,
+    /// Request body limit in bytes.
+    #[arg(long, env = "CONTROL_PLANE_MAX_BODY_BYTES", default_value_t = http_api::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Base URL runtimes call back (`<base>/<id>:complete`); default
+    /// `http://<bound api addr>/v1/internal/executions`.
+    #[arg(long, env = "CONTROL_PLANE_CALLBACK_BASE_URL")]
+    callback_base_url: Option<String>,
+}
+
+/// An ISO-8601 duration (`PT5M`, `PT0.5S`), positive, as milliseconds.
+fn parse_ttl(text: &str) -> Result<DurationMs, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("not an ISO-8601 duration like PT5M: {e}"))?;
+    if duration.is_negative() || duration.is_zero() {
+        return Err(format!("must be positive, got {text}"));
+    }
+    let millis = u64::try_from(duration.as_millis()).map_err(|_| format!("too long: {text}"))?;
+    Ok(DurationMs(millis))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "control plane failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> std::io::Result<()> {
+    let api_listener = TcpListener::bind(args.api_addr).await?;
+    let management_listener = TcpListener::bind(args.management_addr).await?;
+    let api_addr = api_listener.local_addr()?;
+    let management_addr = management_listener.local_addr()?;
+
+    let callback_base_url = args
+        .callback_base_url
+        .unwrap_or_else(|| format!("http://{api_addr}/v1/internal/executions"));
+    let pool = PoolDispatcher::new().map_err(std::io::Error::other)?;
+    let mut parts = SchedulerParts::in_memory(Arc::new(ModeRouter::new(pool)));
+    parts.executions = Arc::new(MemoryExecutionStore::new(args.execution_ttl));
+    parts.idempotency = Arc::new(MemoryIdempotencyStore::new(args.idempotency_ttl));
+    let config = SchedulerConfig {
+        callback_base_url: Some(Arc::from(callback_base_url.as_str())),
+        ..SchedulerConfig::default()
+    };
+    let scheduler = Scheduler::new(parts, config);
+    match args.scheduler {
+        SchedulerMode::Background => scheduler.start_background(),
+        SchedulerMode::Manual => scheduler.start_sweeper(),
+    }
+
+    let api = http_api::router(AppState::new(
+        scheduler.clone(),
+        ApiConfig {
+            max_body_bytes: args.max_body_bytes,
+        },
+    ));
+    let management = http_api::health_router();
+    tracing::info!(
+        %api_addr,
+        %management_addr,
+        scheduler = ?args.scheduler,
+        callback_base_url,
+        "control plane listening"
+    );
+
+    // One signal, seen by both servers.
+    let stop = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = stop;
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let signal = async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; no longer accepting requests");
+        let _ = stop_tx.send(true);
+        Ok::<(), std::io::Error>(())
+    };
+    let serve_api = axum::serve(api_listener, api)
+        .with_graceful_shutdown(wait_stop(stop_rx.clone()))
+        .into_future();
+    let serve_management = axum::serve(management_listener, management)
+        .with_graceful_shutdown(wait_stop(stop_rx))
+        .into_future();
+    let served = tokio::try_join!(signal, serve_api, serve_management);
+
+    scheduler.shutdown(SHUTDOWN_GRACE).await;
+    tracing::info!("control plane stopped");
+    served.map(|_| ())
+}
+
+/// The shutdown signal, without spawning.
+mod signals {
+    /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+    pub(crate) async fn shutdown_signal() {
+        let ctrl_c = async {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    term.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = terminate => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_are_iso_8601() {
+        assert_eq!(parse_ttl("PT5M").unwrap(), DurationMs(300_000));
+        assert_eq!(parse_ttl("PT0.5S").unwrap(), DurationMs(500));
+        assert!(parse_ttl("PT0S").is_err());
+        assert!(parse_ttl("five minutes").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let args = Args::try_parse_from(["control-plane"]).unwrap();
+        assert_eq!(args.api_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(args.management_addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(args.scheduler, SchedulerMode::Background);
+        assert_eq!(args.execution_ttl, DurationMs(300_000));
+        assert_eq!(args.max_body_bytes, 6 * 1024 * 1024);
+        assert!(args.callback_base_url.is_none());
+    }
+}
