@@ -228,13 +228,24 @@ mod tests {
         Timestamp::from_millis(ms)
     }
 
+    /// Claims the test key, which must be free.
+    async fn acquire(
+        store: &MemoryIdempotencyStore,
+        fingerprint: Fingerprint,
+        now: Timestamp,
+    ) -> ClaimToken {
+        let (f, k) = scope();
+        match store.claim(&f, &k, fingerprint, now).await {
+            ClaimOutcome::Acquired(token) => token,
+            other => panic!("expected the key to be free, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn a_published_key_returns_its_execution_and_detects_another_body() {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let (f, k) = scope();
-        let ClaimOutcome::Acquired(token) = store.claim(&f, &k, Fingerprint(1), t(0)).await else {
-            panic!()
-        };
+        let token = acquire(&store, Fingerprint(1), t(0)).await;
         store.publish(token, ExecutionId::new("e1"), t(0)).await;
         assert_eq!(
             store.claim(&f, &k, Fingerprint(1), t(50)).await,
@@ -257,9 +268,7 @@ mod tests {
     async fn an_abandoned_claim_leaves_the_key_free() {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let (f, k) = scope();
-        let ClaimOutcome::Acquired(token) = store.claim(&f, &k, Fingerprint(1), t(0)).await else {
-            panic!()
-        };
+        let token = acquire(&store, Fingerprint(1), t(0)).await;
         store.abandon(token);
         assert!(store.is_empty());
         assert!(matches!(
@@ -272,9 +281,7 @@ mod tests {
     async fn keys_expire_after_the_ttl() {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let (f, k) = scope();
-        let ClaimOutcome::Acquired(token) = store.claim(&f, &k, Fingerprint(1), t(0)).await else {
-            panic!()
-        };
+        let token = acquire(&store, Fingerprint(1), t(0)).await;
         store.publish(token, ExecutionId::new("e1"), t(0)).await;
         assert!(matches!(
             store.claim(&f, &k, Fingerprint(1), t(100)).await,
@@ -290,10 +297,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_forgets_expired_keys() {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
-        let (f, k) = scope();
-        let ClaimOutcome::Acquired(token) = store.claim(&f, &k, Fingerprint(1), t(0)).await else {
-            panic!()
-        };
+        let token = acquire(&store, Fingerprint(1), t(0)).await;
         store.publish(token, ExecutionId::new("e1"), t(0)).await;
         assert_eq!(store.evict_expired(t(99)).await, 0);
         assert_eq!(store.evict_expired(t(100)).await, 1);
@@ -304,9 +308,7 @@ mod tests {
     async fn concurrent_claims_with_one_key_create_one_execution() {
         let store = Arc::new(MemoryIdempotencyStore::new(DurationMs(1_000)));
         let (f, k) = scope();
-        let ClaimOutcome::Acquired(token) = store.claim(&f, &k, Fingerprint(7), t(0)).await else {
-            panic!()
-        };
+        let token = acquire(&store, Fingerprint(7), t(0)).await;
         let waiters: Vec<_> = (0..8)
             .map(|_| store.claim(&f, &k, Fingerprint(7), t(1)))
             .collect();
@@ -323,9 +325,7 @@ mod tests {
     async fn waiters_on_an_abandoned_claim_compete_again() {
         let store = Arc::new(MemoryIdempotencyStore::new(DurationMs(1_000)));
         let (f, k) = scope();
-        let ClaimOutcome::Acquired(token) = store.claim(&f, &k, Fingerprint(7), t(0)).await else {
-            panic!()
-        };
+        let token = acquire(&store, Fingerprint(7), t(0)).await;
         let waiter = || async {
             let outcome = store.claim(&f, &k, Fingerprint(7), t(1)).await;
             match outcome {
