@@ -59,17 +59,41 @@ pub struct InvocationRequest {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The rule on `input` serde cannot express.
+const INPUT_REQUIRED: &str = "is required and must not be null";
+
 impl InvocationRequest {
     /// The rules serde cannot express: `input` must not be `null`.
     pub fn validate(&self) -> Result<(), Vec<ErrorDetail>> {
         if self.input.is_null() {
-            Err(vec![ErrorDetail::new(
-                "input",
-                "is required and must not be null",
-            )])
+            Err(vec![ErrorDetail::new("input", INPUT_REQUIRED)])
         } else {
             Ok(())
         }
+    }
+
+    /// Every problem with a JSON body that did not deserialize as an invocation, one
+    /// detail per field (serde stops at the first).
+    pub fn problems(body: &Value) -> Vec<ErrorDetail> {
+        let Some(object) = body.as_object() else {
+            return vec![ErrorDetail::new(
+                "$",
+                "the request body must be a JSON object",
+            )];
+        };
+        let mut details = Vec::new();
+        if object.get("input").is_none_or(Value::is_null) {
+            details.push(ErrorDetail::new("input", INPUT_REQUIRED));
+        }
+        match object.get("metadata") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) if map.values().all(Value::is_string) => {}
+            Some(_) => details.push(ErrorDetail::new(
+                "metadata",
+                "must be an object of string values",
+            )),
+        }
+        details
     }
 }
 
@@ -259,6 +283,20 @@ mod tests {
         assert!(parse(json!({})).is_err());
         assert!(parse(json!({"status": "running"})).is_err());
         assert!(parse(json!({"success": false, "error": 3})).is_err());
+    }
+
+    #[test]
+    fn every_problem_of_a_refused_invocation_is_named() {
+        let fields = |body: Value| -> Vec<String> {
+            InvocationRequest::problems(&body)
+                .into_iter()
+                .map(|d| d.field)
+                .collect()
+        };
+        assert_eq!(fields(json!({"metadata": {"a": 1}})), ["input", "metadata"]);
+        assert_eq!(fields(json!({"input": null, "metadata": null})), ["input"]);
+        assert_eq!(fields(json!([1])), ["$"]);
+        assert!(fields(json!({"input": 1, "metadata": {"a": "b"}})).is_empty());
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod ids;
 mod payload;
 mod ports;
 mod time;
+mod wire;
 
 pub use codes::ErrorCode;
 pub use dto::{
@@ -49,3 +50,4 @@ pub use ports::{
     IdGenerator, SystemClock,
 };
 pub use time::{DurationMs, Timestamp};
+pub use wire::{headers, is_json_media_type};

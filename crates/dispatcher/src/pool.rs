@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use core_types::{
     Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo, Payload,
+    is_json_media_type,
 };
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
@@ -15,13 +16,15 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 /// How much of a non-2xx body goes into the error message.
 const ERROR_BODY_PREVIEW_BYTES: usize = 1024;
 
-const X_EXECUTION_ID: HeaderName = HeaderName::from_static("x-execution-id");
-const X_DISPATCH_ATTEMPT: HeaderName = HeaderName::from_static("x-dispatch-attempt");
-const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-const X_CALLBACK_URL: HeaderName = HeaderName::from_static("x-callback-url");
-const X_COLD_START: HeaderName = HeaderName::from_static("x-cold-start");
-const X_INIT_DURATION_MS: HeaderName = HeaderName::from_static("x-init-duration-ms");
+const X_EXECUTION_ID: HeaderName = HeaderName::from_static(core_types::headers::X_EXECUTION_ID);
+const X_DISPATCH_ATTEMPT: HeaderName =
+    HeaderName::from_static(core_types::headers::X_DISPATCH_ATTEMPT);
+const X_TRACE_ID: HeaderName = HeaderName::from_static(core_types::headers::X_TRACE_ID);
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(core_types::headers::IDEMPOTENCY_KEY);
+const X_CALLBACK_URL: HeaderName = HeaderName::from_static(core_types::headers::X_CALLBACK_URL);
+const X_COLD_START: HeaderName = HeaderName::from_static(core_types::headers::X_COLD_START);
+const X_INIT_DURATION_MS: HeaderName =
+    HeaderName::from_static(core_types::headers::X_INIT_DURATION_MS);
 
 /// Settings of the shared HTTP client.
 #[derive(Clone, Debug)]
@@ -120,7 +123,7 @@ impl PoolDispatcher {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(is_json_content_type);
+            .is_some_and(is_json_media_type);
 
         if !status.is_success() {
             let (preview, end) = read_capped(
@@ -247,17 +250,6 @@ fn request_headers(request: &DispatchRequest) -> Result<HeaderMap, ErrorInfo> {
     Ok(headers)
 }
 
-/// `application/json` or any `+json` type, parameters ignored.
-fn is_json_content_type(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json")
-}
-
 /// The output of a 2xx answer: an empty body is `null`; a JSON body is taken as it
 /// is; anything else becomes a JSON string.
 fn output_from_body(body: &[u8], is_json: bool) -> Result<Payload, String> {
@@ -381,22 +373,6 @@ fn error_chain(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_content_types() {
-        for yes in [
-            "application/json",
-            "application/json; charset=utf-8",
-            "Application/JSON",
-            "application/problem+json",
-            " application/vnd.api+json ;x=y",
-        ] {
-            assert!(is_json_content_type(yes), "{yes}");
-        }
-        for no in ["text/plain", "text/json-ish", "application/jsonp", ""] {
-            assert!(!is_json_content_type(no), "{no}");
-        }
-    }
 
     #[test]
     fn outputs_from_bodies() {

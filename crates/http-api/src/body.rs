@@ -8,22 +8,12 @@ use serde_json::error::Category;
 
 use crate::ApiError;
 
-/// Whether the request declares a JSON body (`application/json` or `application/*+json`).
+/// Whether the request declares a JSON body.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .is_some_and(core_types::is_json_media_type)
 }
 
 /// Turns a body rejection into the contract's error.

@@ -9,9 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use core_types::{
-    CallbackResult, CompletionRequest, DispatchSuccess, ErrorDetail, ExecutionId, ExecutionState,
-    FunctionName, FunctionSpec, IdempotencyKey, InvocationRequest, InvocationResponse,
-    TIMEOUT_RANGE_MS, TraceId,
+    CallbackResult, CompletionRequest, DispatchSuccess, ExecutionId, ExecutionState, FunctionName,
+    FunctionSpec, IdempotencyKey, InvocationRequest, InvocationResponse, TIMEOUT_RANGE_MS, TraceId,
 };
 use scheduler::{Completion, CompletionSource, SubmitOptions};
 use serde_json::{Value, json};
@@ -20,11 +19,9 @@ use store::{ExecutionRecord, RegisteredFunction};
 use crate::body::parse_json;
 use crate::{ApiError, AppState};
 
-const X_EXECUTION_ID: HeaderName = HeaderName::from_static("x-execution-id");
-const X_TIMEOUT_MS: &str = "x-timeout-ms";
-const X_TRACE_ID: &str = "x-trace-id";
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-const X_DISPATCH_ATTEMPT: &str = "x-dispatch-attempt";
+use core_types::headers::{IDEMPOTENCY_KEY, X_DISPATCH_ATTEMPT, X_TIMEOUT_MS, X_TRACE_ID};
+
+const X_EXECUTION_ID: HeaderName = HeaderName::from_static(core_types::headers::X_EXECUTION_ID);
 
 // ----- functions ---------------------------------------------------------------------
 
@@ -125,7 +122,7 @@ pub(crate) async fn function_action(
         &headers,
         body,
         state.config.max_body_bytes,
-        describe_invocation,
+        InvocationRequest::problems,
     )?;
     request.validate().map_err(ApiError::invalid_all)?;
 
@@ -207,32 +204,6 @@ fn submit_options(headers: &HeaderMap) -> Result<SubmitOptions, ApiError> {
         idempotency_key: non_empty(header_text(headers, IDEMPOTENCY_KEY)?).map(IdempotencyKey::new),
         trace_id: non_empty(header_text(headers, X_TRACE_ID)?).map(TraceId::new),
     })
-}
-
-/// Details for an invocation body serde refused.
-fn describe_invocation(value: &Value) -> Vec<ErrorDetail> {
-    let Some(object) = value.as_object() else {
-        return vec![ErrorDetail::new(
-            "$",
-            "the request body must be a JSON object",
-        )];
-    };
-    let mut details = Vec::new();
-    if object.get("input").is_none_or(Value::is_null) {
-        details.push(ErrorDetail::new(
-            "input",
-            "is required and must not be null",
-        ));
-    }
-    match object.get("metadata") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(map)) if map.values().all(Value::is_string) => {}
-        Some(_) => details.push(ErrorDetail::new(
-            "metadata",
-            "must be an object of string values",
-        )),
-    }
-    details
 }
 
 // ----- executions --------------------------------------------------------------------
