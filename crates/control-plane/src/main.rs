@@ -20,7 +20,6 @@ use dispatcher::{ModeRouter, PoolDispatcher};
 use http_api::{ApiConfig, AppState};
 use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
 use signals::shutdown_signal;
-use store::{MemoryExecutionStore, MemoryIdempotencyStore};
 use tokio::net::TcpListener;
 
 /// How long in-flight dispatches may run on after a shutdown signal.
@@ -113,9 +112,11 @@ async fn run(args: Args) -> std::io::Result<()> {
         .callback_base_url
         .unwrap_or_else(|| format!("http://{api_addr}/v1/internal/executions"));
     let pool = PoolDispatcher::new().map_err(std::io::Error::other)?;
-    let mut parts = SchedulerParts::in_memory(Arc::new(ModeRouter::new(pool)));
-    parts.executions = Arc::new(MemoryExecutionStore::new(args.execution_ttl));
-    parts.idempotency = Arc::new(MemoryIdempotencyStore::new(args.idempotency_ttl));
+    let parts = SchedulerParts::in_memory_with_ttls(
+        Arc::new(ModeRouter::new(pool)),
+        args.execution_ttl,
+        args.idempotency_ttl,
+    );
     let config = SchedulerConfig {
         callback_base_url: Some(Arc::from(callback_base_url.as_str())),
         ..SchedulerConfig::default()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use core_types::{
     Clock, Dispatch, DispatchRequest, DurationMs, ErrorCode, ErrorInfo, ExecutionId,
     ExecutionState, FunctionName, FunctionSpec, IdGenerator, IdempotencyKey, InvocationRequest,
-    Payload, SystemClock, TraceId,
+    Payload, SystemClock, Timestamp, TraceId,
 };
 use dashmap::DashMap;
 use futures::FutureExt;
@@ -58,15 +58,26 @@ impl std::fmt::Debug for SchedulerParts {
 }
 
 impl SchedulerParts {
-    /// In-memory stores (5-minute TTLs), the system clock and UUID v7 ids.
+    /// In-memory stores with the contract's 5-minute TTLs, the system clock and UUID
+    /// v7 ids.
     pub fn in_memory(dispatch: Arc<dyn Dispatch>) -> Self {
-        let ttl = DurationMs(5 * 60 * 1000);
+        let five_minutes = DurationMs(5 * 60 * 1000);
+        Self::in_memory_with_ttls(dispatch, five_minutes, five_minutes)
+    }
+
+    /// In-memory stores keeping finished records for `execution_ttl` and idempotency
+    /// keys for `idempotency_ttl`, the system clock and UUID v7 ids.
+    pub fn in_memory_with_ttls(
+        dispatch: Arc<dyn Dispatch>,
+        execution_ttl: DurationMs,
+        idempotency_ttl: DurationMs,
+    ) -> Self {
         Self {
             dispatch,
             clock: Arc::new(SystemClock),
             ids: Arc::new(UuidV7Ids),
-            executions: Arc::new(MemoryExecutionStore::new(ttl)),
-            idempotency: Arc::new(MemoryIdempotencyStore::new(ttl)),
+            executions: Arc::new(MemoryExecutionStore::new(execution_ttl)),
+            idempotency: Arc::new(MemoryIdempotencyStore::new(idempotency_ttl)),
             registry: Arc::new(MemoryFunctionRegistry::new()),
             observer: Arc::new(NoObserver),
         }
@@ -217,17 +228,20 @@ struct RunningAttempt {
     _finished: oneshot::Sender<()>,
 }
 
+/// What a completion does, decided under the execution's lock; carried out after it.
 enum Decision {
     Unknown,
     Ignore(IgnoredBecause),
     Retry {
-        function: Arc<FunctionRuntime>,
-        change: RecordChange,
+        function: FunctionName,
+        version: u64,
+        next_attempt: u32,
         error: ErrorInfo,
         running: RunningAttempt,
     },
     Finish {
-        change: RecordChange,
+        version: u64,
+        completion: Completion,
         running: Option<RunningAttempt>,
     },
 }
@@ -714,33 +728,32 @@ impl Scheduler {
             Decision::Ignore(because) => Ok(self.ignored(id, source, because)),
             Decision::Retry {
                 function,
-                change,
+                version,
+                next_attempt,
                 error,
                 running,
             } => {
-                let ChangeKind::Requeued {
+                let kind = ChangeKind::Requeued {
                     attempt: next_attempt,
-                    ..
-                } = change.kind
-                else {
-                    unreachable!("a retry is a requeue")
+                    at: now,
                 };
-                self.write(id, change).await;
+                self.write(id, RecordChange { version, kind }).await;
                 drop(running);
                 inner.parts.observer.on_event(SchedulerEvent::Retried {
-                    function: &function.spec.name,
+                    function: &function,
                     execution: id,
                     next_attempt,
                     error: &error,
                 });
                 Ok(CompletionOutcome::Applied(ExecutionState::Queued))
             }
-            Decision::Finish { change, running } => {
-                let state = match &change.kind {
-                    ChangeKind::Finished { state, .. } => *state,
-                    _ => unreachable!("a finish is a terminal change"),
-                };
-                let record = self.write(id, change).await;
+            Decision::Finish {
+                version,
+                completion,
+                running,
+            } => {
+                let (state, kind) = finished(completion, now);
+                let record = self.write(id, RecordChange { version, kind }).await;
                 // Slot and the attempt task are released only now, after the write.
                 drop(running);
                 let waiters = inner
@@ -769,7 +782,7 @@ impl Scheduler {
         attempt: Option<u32>,
         completion: Completion,
         source: CompletionSource,
-        now: core_types::Timestamp,
+        now: Timestamp,
     ) -> Decision {
         let Some(mut live) = self.inner.live.get_mut(id) else {
             return Decision::Unknown;
@@ -792,70 +805,46 @@ impl Scheduler {
             Phase::Running(running) => Some(running),
         };
         live.version += 1;
-        let finish = |live: &Live, state, output, error| {
-            let (cold_start, init_duration_ms) = match &completion {
-                Completion::Success(s) => (s.cold_start, s.init_duration_ms),
-                Completion::Failure { .. } => (false, None),
-            };
-            RecordChange {
-                version: live.version,
-                kind: ChangeKind::Finished {
-                    state,
-                    at: now,
-                    output,
-                    error,
-                    cold_start,
-                    init_duration_ms,
-                },
-            }
-        };
-        let (state, error) = match &completion {
-            Completion::Success(success) => {
-                let change = finish(
-                    &live,
-                    ExecutionState::Success,
-                    Some(success.output.clone()),
-                    None,
-                );
-                return Decision::Finish { change, running };
-            }
-            Completion::Failure { state, error } => (*state, error.clone()),
-        };
-        let running = match running {
-            Some(running) if source.may_retry() && live.attempt < function.spec.max_attempts() => {
-                let next_attempt = live.attempt + 1;
-                match function.queue.push(QueuedExecution {
+        let version = live.version;
+        match (completion, running) {
+            (Completion::Failure { state, error }, Some(running))
+                if source.may_retry() && live.attempt < function.spec.max_attempts() =>
+            {
+                let retry = QueuedExecution {
                     id: id.clone(),
                     enqueued_at: now,
-                }) {
+                };
+                match function.queue.push(retry) {
                     Ok(()) => {
-                        live.attempt = next_attempt;
+                        live.attempt += 1;
                         live.phase = Phase::Queued;
-                        let kind = ChangeKind::Requeued {
-                            attempt: next_attempt,
-                            at: now,
-                        };
-                        let change = RecordChange {
-                            version: live.version,
-                            kind,
-                        };
-                        return Decision::Retry {
+                        let next_attempt = live.attempt;
+                        let function = function.spec.name.clone();
+                        Decision::Retry {
                             function,
-                            change,
+                            version,
+                            next_attempt,
                             error,
                             running,
-                        };
+                        }
                     }
                     Err(refused) => {
                         tracing::warn!(execution_id = %id, %refused, "retry could not be queued; the execution ends with its error");
-                        Some(running)
+                        let completion = Completion::Failure { state, error };
+                        Decision::Finish {
+                            version,
+                            completion,
+                            running: Some(running),
+                        }
                     }
                 }
             }
-            other => other,
-        };
-        let change = finish(&live, state, None, Some(error));
-        Decision::Finish { change, running }
+            (completion, running) => Decision::Finish {
+                version,
+                completion,
+                running,
+            },
+        }
     }
 
     fn ignored(
@@ -1020,6 +1009,31 @@ impl Scheduler {
             inner.tasks.wait().await;
         }
     }
+}
+
+/// The terminal change a completion makes, and the state it ends in.
+fn finished(completion: Completion, at: Timestamp) -> (ExecutionState, ChangeKind) {
+    let (state, output, error, cold_start, init_duration_ms) = match completion {
+        Completion::Success(success) => (
+            ExecutionState::Success,
+            Some(success.output),
+            None,
+            success.cold_start,
+            success.init_duration_ms,
+        ),
+        Completion::Failure { state, error } => (state, None, Some(error), false, None),
+    };
+    (
+        state,
+        ChangeKind::Finished {
+            state,
+            at,
+            output,
+            error,
+            cold_start,
+            init_duration_ms,
+        },
+    )
 }
 
 /// Frees an idempotency claim unless it was published (also when the submitting future
