@@ -2,9 +2,10 @@
 //!
 //! Owns: id newtypes ([`FunctionName`], [`ExecutionId`], ...), [`FunctionSpec`] with
 //! the defaults and validation rules of the HTTP contract, [`ExecutionState`] and its
-//! checked transition table, the request/response DTOs, the error codes, and the two
+//! checked transition table, the request/response DTOs, the error codes, and the
 //! ports the engine is written against: [`Dispatch`] (how an invocation reaches a
-//! function) and [`Clock`] (what time it is), plus [`IdGenerator`].
+//! function), [`Clock`] (what time it is), [`IdGenerator`], and
+//! [`DeploymentProvider`] (who runs `DEPLOYMENT` replicas).
 //!
 //! Must not know: queues, storage, HTTP servers or clients, async runtimes. It depends
 //! only on serde, serde_json, thiserror, async-trait and jiff (for RFC 3339 and
@@ -24,6 +25,7 @@
 //! ```
 
 mod codes;
+mod deployment;
 mod dto;
 mod execution;
 mod function;
@@ -34,6 +36,7 @@ mod time;
 mod wire;
 
 pub use codes::ErrorCode;
+pub use deployment::{DeploymentProvider, DeprovisionError, ProvisionError, SetReplicasError};
 pub use dto::{
     CallbackResult, CompletionRequest, ErrorBody, ErrorDetail, ExecutionStatus, InvocationRequest,
     InvocationResponse,

@@ -6,8 +6,8 @@
 //!   pooled keep-alive HTTP client, mapping the answer to an output or to a
 //!   `FUNCTION_ERROR` / `DISPATCH_ERROR` / `DISPATCH_TIMEOUT` (the runtime wire contract
 //!   of `docs/api.md`);
-//! - the deployment providers' seam: [`DeploymentProvider`] (provision, deprovision,
-//!   scale) and [`replica_env`], for whoever runs `DEPLOYMENT` replicas;
+//! - [`replica_env`], what the replicas of a `DEPLOYMENT` function are given, for
+//!   whoever implements the [`DeploymentProvider`](core_types::DeploymentProvider) port;
 //! - [`ModeRouter`], the [`Dispatch`](core_types::Dispatch) handed to the scheduler,
 //!   which picks one of the above by the function's `executionMode`.
 //!
@@ -78,7 +78,5 @@ mod router;
 
 pub use local::LocalDispatcher;
 pub use pool::{ClientBuildError, DEFAULT_MAX_RESPONSE_BYTES, PoolConfig, PoolDispatcher};
-pub use provider::{
-    DeploymentProvider, DeprovisionError, ProvisionError, SetReplicasError, replica_env,
-};
+pub use provider::replica_env;
 pub use router::ModeRouter;

@@ -3,8 +3,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use core_types::{ErrorBody, ErrorCode, ErrorDetail};
-use scheduler::{CompleteError, RemoveError, SubmitError, TickError, WaitError};
-use store::AlreadyRegistered;
+use scheduler::{
+    CompleteError, RegisterError, RemoveError, ReplicasError, SubmitError, TickError, WaitError,
+};
 
 /// Seconds a client is told to wait after a 429 (`Retry-After`).
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -42,9 +43,13 @@ pub enum ApiError {
     /// The route exists, the method does not (405 `METHOD_NOT_ALLOWED`).
     #[error("method not allowed on this route")]
     MethodNotAllowed,
-    /// `POST /v1/functions` with a taken name (409 `FUNCTION_EXISTS`).
+    /// `POST /v1/functions` refused: a taken name (409 `FUNCTION_EXISTS`), or a
+    /// `DEPLOYMENT` nothing can run (503 `PROVIDER_UNAVAILABLE`).
     #[error(transparent)]
-    FunctionExists(#[from] AlreadyRegistered),
+    Register(#[from] RegisterError),
+    /// `PUT /v1/functions/{name}/replicas` refused.
+    #[error(transparent)]
+    Replicas(#[from] ReplicasError),
     /// `:invoke` / `:enqueue` refused by the scheduler.
     #[error(transparent)]
     Submit(#[from] SubmitError),
@@ -103,9 +108,21 @@ impl ApiError {
             | Self::Remove(RemoveError::UnknownFunction(_))
             | Self::Tick(TickError::UnknownFunction(_))
             | Self::Complete(CompleteError::UnknownExecution(_))
-            | Self::Submit(SubmitError::UnknownFunction(_)) => (S::NOT_FOUND, ErrorCode::NotFound),
+            | Self::Submit(SubmitError::UnknownFunction(_))
+            | Self::Replicas(ReplicasError::UnknownFunction(_)) => {
+                (S::NOT_FOUND, ErrorCode::NotFound)
+            }
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
-            Self::FunctionExists(_) => (S::CONFLICT, ErrorCode::FunctionExists),
+            Self::Register(RegisterError::AlreadyRegistered(_)) => {
+                (S::CONFLICT, ErrorCode::FunctionExists)
+            }
+            Self::Register(RegisterError::NoProvider(_) | RegisterError::Provision(_))
+            | Self::Replicas(ReplicasError::Provider(_)) => {
+                (S::SERVICE_UNAVAILABLE, ErrorCode::ProviderUnavailable)
+            }
+            Self::Replicas(ReplicasError::NotDeployment { .. }) => {
+                (S::BAD_REQUEST, ErrorCode::ValidationError)
+            }
             Self::Submit(SubmitError::QueueFull { .. }) => {
                 (S::TOO_MANY_REQUESTS, ErrorCode::QueueFull)
             }

@@ -30,10 +30,15 @@ const X_EXECUTION_ID: HeaderName = HeaderName::from_static(core_types::headers::
 fn function_view(function: &RegisteredFunction) -> Value {
     let mut view = serde_json::to_value(&*function.spec).unwrap_or_else(|_| json!({}));
     if let Value::Object(map) = &mut view {
-        let mode = serde_json::to_value(function.spec.execution_mode).unwrap_or(Value::Null);
-        // No provider seam in this crate yet: the effective mode is the requested one.
-        map.insert("requestedExecutionMode".into(), mode.clone());
-        map.insert("effectiveExecutionMode".into(), mode);
+        let mode = |mode| serde_json::to_value(mode).unwrap_or(Value::Null);
+        map.insert(
+            "requestedExecutionMode".into(),
+            mode(function.spec.execution_mode),
+        );
+        map.insert(
+            "effectiveExecutionMode".into(),
+            mode(function.effective_mode),
+        );
         map.insert(
             "createdAt".into(),
             serde_json::to_value(function.created_at).unwrap_or(Value::Null),
@@ -95,6 +100,25 @@ pub(crate) async fn delete_function(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `PUT /v1/functions/{name}/replicas` with `{"replicas": n}`, `n >= 0`.
+pub(crate) async fn set_replicas(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let value: Value = parse_json(&headers, body, state.config.max_body_bytes, |_| Vec::new())?;
+    let replicas = value
+        .get("replicas")
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| ApiError::invalid("replicas", "must be an integer >= 0"))?;
+    state.scheduler.set_replicas(&name, replicas).await?;
+    tracing::info!(function = %name, replicas, "replicas set");
+    Ok(Json(json!({ "function": name, "replicas": replicas })))
+}
+
 /// `POST /v1/functions/{name}:{action}` (`invoke`, `enqueue`).
 pub(crate) async fn function_action(
     State(state): State<AppState>,
@@ -147,7 +171,13 @@ pub(crate) async fn function_action(
     }
 
     let limit = timeout.unwrap_or(Duration::from_millis(function.spec.timeout_ms));
-    let record = state.scheduler.wait_for_result(&id, Some(limit)).await?;
+    // The first caller owns the execution's deadline; a replay only stops waiting
+    // (and then answers the execution as it stands), so it cannot cut the owner short.
+    let record = if submitted.replayed {
+        state.scheduler.wait_at_most(&id, limit).await?
+    } else {
+        state.scheduler.wait_for_result(&id, Some(limit)).await?
+    };
     Ok(with_execution_id(
         (StatusCode::OK, Json(invocation_response(&record))).into_response(),
         &id,

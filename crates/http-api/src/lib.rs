@@ -104,6 +104,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(handlers::delete_function)
                 .post(handlers::function_action),
         )
+        .route(
+            "/v1/functions/{name}/replicas",
+            axum::routing::put(handlers::set_replicas),
+        )
         .route("/v1/executions/{id}", get(handlers::get_execution))
         .route(
             "/v1/internal/executions/{id_action}",

@@ -12,13 +12,18 @@ use scheduler::{Scheduler, SchedulerParts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// Echoes the input, except `{"fail": true}`, which fails the attempt.
+/// Echoes the input, except `{"fail": true}`, which fails the attempt, and
+/// `{"hang": true}`, which never answers.
 struct Echo;
 
 #[async_trait::async_trait]
 impl Dispatch for Echo {
     async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome {
-        if request.input.to_value().get("fail") == Some(&Value::Bool(true)) {
+        let input = request.input.to_value();
+        if input.get("hang") == Some(&Value::Bool(true)) {
+            return std::future::pending().await;
+        }
+        if input.get("fail") == Some(&Value::Bool(true)) {
             return Err(ErrorInfo::new(
                 core_types::ErrorCode::FunctionError,
                 "asked to fail",
@@ -228,34 +233,137 @@ async fn sync_invoke_is_answered_by_the_background_loop() {
         .await;
 }
 
+fn invoke(name: &str, input: Value, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::post(format!("/v1/functions/{name}:invoke"))
+        .header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .body(Body::from(json!({ "input": input }).to_string()))
+        .unwrap()
+}
+
 #[tokio::test]
-async fn sync_invoke_without_a_loop_times_out_per_header() {
+async fn without_a_loop_a_sync_invoke_drives_itself() {
     let api = api();
     api.register_echo("echo").await;
-    let request = Request::post("/v1/functions/echo:invoke")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("X-Timeout-Ms", "20")
-        .body(Body::from(json!({"input": 1}).to_string()))
-        .unwrap();
-    let answer = api.send(request).await;
+    let answer = api.send(invoke("echo", json!({"n": 1}), &[])).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["status"], "success");
+    assert_eq!(answer.body["output"], json!({"n": 1}));
+}
+
+#[tokio::test]
+async fn a_sync_invoke_waits_at_most_its_timeout_header_and_then_ends_as_timeout() {
+    let api = api();
+    api.register_echo("echo").await;
+    let answer = api
+        .send(invoke(
+            "echo",
+            json!({"hang": true}),
+            &[("X-Timeout-Ms", "20")],
+        ))
+        .await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body["status"], "timeout");
-    // Timed out while queued: it is never dispatched.
-    let drained = api
-        .call("POST", "/v1/internal/functions/echo:drain-once", None)
-        .await;
-    assert_eq!(drained.body, json!({"dispatched": false}));
+    assert_eq!(answer.body["error"]["code"], "SYNC_TIMEOUT");
+    assert_eq!(api.scheduler.queue_snapshot("echo").unwrap().in_flight, 0);
 
     for bad in ["0", "300001", "soon"] {
-        let request = Request::post("/v1/functions/echo:invoke")
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("X-Timeout-Ms", bad)
-            .body(Body::from(json!({"input": 1}).to_string()))
-            .unwrap();
-        let answer = api.send(request).await;
+        let answer = api
+            .send(invoke("echo", json!(1), &[("X-Timeout-Ms", bad)]))
+            .await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
         assert_eq!(answer.body["details"][0]["field"], "X-Timeout-Ms");
     }
+}
+
+#[tokio::test]
+async fn a_sync_replay_that_stops_waiting_does_not_end_the_shared_execution() {
+    let api = api();
+    api.register_echo("echo").await;
+    let enqueue = Request::post("/v1/functions/echo:enqueue")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Idempotency-Key", "k")
+        .body(Body::from(json!({"input": {"hang": true}}).to_string()))
+        .unwrap();
+    let queued = api.send(enqueue).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED);
+    let id = queued.body["executionId"].as_str().unwrap().to_owned();
+
+    let replay = api
+        .send(invoke(
+            "echo",
+            json!({"hang": true}),
+            &[("Idempotency-Key", "k"), ("X-Timeout-Ms", "20")],
+        ))
+        .await;
+    assert_eq!(replay.status, StatusCode::OK);
+    assert_eq!(replay.body["executionId"], id.as_str());
+    assert_eq!(replay.body["status"], "running", "answered as it stands");
+
+    let status = api.call("GET", &format!("/v1/executions/{id}"), None).await;
+    assert_eq!(
+        status.body["status"], "running",
+        "the replay's patience ended nothing"
+    );
+}
+
+#[tokio::test]
+async fn deployment_functions_need_a_provider_or_their_own_endpoint() {
+    let api = api();
+    let deployment = json!({"name": "resize", "image": "img", "executionMode": "DEPLOYMENT"});
+    let refused = api.register(deployment.clone()).await;
+    assert_error(
+        &refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "PROVIDER_UNAVAILABLE",
+    );
+    let listed = api.call("GET", "/v1/functions", None).await;
+    assert_eq!(listed.body, json!([]), "nothing stays registered");
+
+    let mut with_endpoint = deployment;
+    with_endpoint["endpointUrl"] = json!("http://127.0.0.1:9/invoke");
+    let created = api.register(with_endpoint).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["executionMode"], "DEPLOYMENT");
+    assert_eq!(created.body["requestedExecutionMode"], "DEPLOYMENT");
+    assert_eq!(created.body["effectiveExecutionMode"], "POOL");
+
+    let replicas = api
+        .call(
+            "PUT",
+            "/v1/functions/resize/replicas",
+            Some(json!({"replicas": 2})),
+        )
+        .await;
+    assert_error(&replicas, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+}
+
+#[tokio::test]
+async fn replicas_refuse_bad_counts_and_unknown_functions() {
+    let api = api();
+    api.register_echo("echo").await;
+    for bad in [
+        json!({}),
+        json!({"replicas": -1}),
+        json!({"replicas": "2"}),
+        json!({"replicas": 1.5}),
+    ] {
+        let answer = api
+            .call("PUT", "/v1/functions/echo/replicas", Some(bad.clone()))
+            .await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    }
+    let missing = api
+        .call(
+            "PUT",
+            "/v1/functions/nope/replicas",
+            Some(json!({"replicas": 1})),
+        )
+        .await;
+    assert_error(&missing, StatusCode::NOT_FOUND, "NOT_FOUND");
 }
 
 #[tokio::test]

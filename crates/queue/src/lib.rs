@@ -105,6 +105,9 @@ pub struct FunctionQueue {
     /// Set while the function's name sits in the readiness channel.
     announced: AtomicBool,
     readiness: Readiness,
+    /// Woken whenever a slot is released, for callers that drive the queue themselves
+    /// (a sync invoke when no background loop runs) and wait for a slot.
+    slot_released: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -131,7 +134,15 @@ impl FunctionQueue {
             in_flight: AtomicUsize::new(0),
             announced: AtomicBool::new(false),
             readiness,
+            slot_released: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Resolves at the next release of a slot after this call. To not miss a release
+    /// between checking for a free slot and waiting, create (and `enable`) the future
+    /// before the check.
+    pub fn slot_released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.slot_released.notified()
     }
 
     /// The function this queue belongs to.
@@ -282,6 +293,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.queue.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.queue.slot_released.notify_waiters();
         if self.queue.depth() > 0 {
             self.queue.announce();
         }
@@ -390,6 +402,22 @@ mod tests {
         let (q, mut ready) = queue(5, 1);
         drop(q.try_acquire_slot().unwrap());
         assert!(ready.try_next().is_none());
+    }
+
+    #[test]
+    fn a_caller_waiting_for_a_slot_hears_of_its_release() {
+        let (q, _) = queue(5, 1);
+        let held = q.try_acquire_slot().unwrap();
+        let released = q.slot_released();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        assert!(q.try_acquire_slot().is_none(), "the only slot is taken");
+        drop(held);
+        assert!(
+            futures::FutureExt::now_or_never(released).is_some(),
+            "the release woke the waiter"
+        );
+        assert!(q.try_acquire_slot().is_some());
     }
 
     #[tokio::test]

@@ -52,6 +52,6 @@ pub use completion::{Completion, CompletionOutcome, CompletionSource, IgnoredBec
 pub use events::{NoObserver, Observer, SchedulerEvent};
 pub use ids::UuidV7Ids;
 pub use scheduler::{
-    CompleteError, QueueSnapshot, RemoveError, Scheduler, SchedulerConfig, SchedulerParts,
-    SubmitError, SubmitOptions, Submitted, TickError, WaitError,
+    CompleteError, QueueSnapshot, RegisterError, RemoveError, ReplicasError, Scheduler,
+    SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions, Submitted, TickError, WaitError,
 };

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use core_types::{
-    Clock, Dispatch, DispatchRequest, DurationMs, ErrorCode, ErrorInfo, ExecutionId,
-    ExecutionState, FunctionName, FunctionSpec, IdGenerator, IdempotencyKey, InvocationRequest,
-    Payload, SystemClock, Timestamp, TraceId,
+    Clock, DeploymentProvider, Dispatch, DispatchRequest, DurationMs, ErrorCode, ErrorInfo,
+    ExecutionId, ExecutionMode, ExecutionState, FunctionName, FunctionSpec, IdGenerator,
+    IdempotencyKey, InvocationRequest, Payload, ProvisionError, SetReplicasError, SystemClock,
+    Timestamp, TraceId,
 };
 use dashmap::DashMap;
 use futures::FutureExt;
@@ -49,6 +50,9 @@ pub struct SchedulerParts {
     pub registry: Arc<dyn FunctionRegistry>,
     /// Receives every [`SchedulerEvent`].
     pub observer: Arc<dyn Observer>,
+    /// Runs the replicas of `DEPLOYMENT` functions; `None` when nothing can (then such
+    /// a function needs its own `endpointUrl` and runs as `POOL`).
+    pub deployments: Option<Arc<dyn DeploymentProvider>>,
 }
 
 impl std::fmt::Debug for SchedulerParts {
@@ -80,6 +84,7 @@ impl SchedulerParts {
             idempotency: Arc::new(MemoryIdempotencyStore::new(idempotency_ttl)),
             registry: Arc::new(MemoryFunctionRegistry::new()),
             observer: Arc::new(NoObserver),
+            deployments: None,
         }
     }
 }
@@ -92,6 +97,11 @@ pub struct SchedulerConfig {
     pub callback_base_url: Option<Arc<str>>,
     /// How often finished records and idempotency keys past their TTL are evicted.
     pub sweep_interval: Duration,
+    /// Whether a caller waiting for a result moves the function's queue itself while
+    /// no background loop runs (manual mode), so a sync invoke still completes. Turn it
+    /// off when something else drives every dispatch step by step (a test that scripts
+    /// the order of dispatches with `tick_once`).
+    pub waiters_drive_when_manual: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -99,6 +109,7 @@ impl Default for SchedulerConfig {
         Self {
             callback_base_url: None,
             sweep_interval: Duration::from_secs(1),
+            waiters_drive_when_manual: true,
         }
     }
 }
@@ -144,6 +155,44 @@ pub enum SubmitError {
     /// The execution store refused the record.
     #[error("the execution store refused the record: {0}")]
     Store(String),
+}
+
+/// Why a function could not be registered. A refused registration leaves nothing
+/// registered and nothing provisioned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The name is taken (or being registered right now).
+    #[error(transparent)]
+    AlreadyRegistered(#[from] AlreadyRegistered),
+    /// A `DEPLOYMENT` function without `endpointUrl`, and no provider can run it.
+    #[error(
+        "function {0} asks for DEPLOYMENT, but no deployment provider can run it and it has no endpointUrl"
+    )]
+    NoProvider(FunctionName),
+    /// The provider could not provision it.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+}
+
+/// Why a function's replica count could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicasError {
+    /// No such function.
+    #[error("function {0} is not registered")]
+    UnknownFunction(FunctionName),
+    /// The function has no managed deployment.
+    #[error(
+        "function {function} runs as {mode:?}, not as a managed DEPLOYMENT: it has no replicas to set"
+    )]
+    NotDeployment {
+        /// The function.
+        function: FunctionName,
+        /// How it runs.
+        mode: ExecutionMode,
+    },
+    /// The provider failed.
+    #[error(transparent)]
+    Provider(#[from] SetReplicasError),
 }
 
 /// Why `tick_once` could not look at a function.
@@ -250,9 +299,13 @@ struct Inner {
     parts: SchedulerParts,
     config: SchedulerConfig,
     functions: DashMap<FunctionName, Arc<FunctionRuntime>>,
+    /// Names whose registration is in progress (provisioning can take a while).
+    registering: dashmap::DashSet<FunctionName>,
     live: DashMap<ExecutionId, Live>,
     readiness: Readiness,
     ready: std::sync::Mutex<Option<ReadyFunctions>>,
+    /// Set once the background loop runs; until then sync waiters drive their queue.
+    background: AtomicBool,
     tasks: TaskTracker,
     stopping: CancellationToken,
     ignored_completions: AtomicU64,
@@ -285,9 +338,11 @@ impl Scheduler {
                 parts,
                 config,
                 functions: DashMap::new(),
+                registering: dashmap::DashSet::new(),
                 live: DashMap::new(),
                 readiness,
                 ready: std::sync::Mutex::new(Some(ready)),
+                background: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 stopping: CancellationToken::new(),
                 ignored_completions: AtomicU64::new(0),
@@ -297,31 +352,91 @@ impl Scheduler {
 
     // ----- functions ---------------------------------------------------------------
 
-    /// Registers a function and creates its queue.
+    /// Registers a function and creates its queue. A `DEPLOYMENT` function is
+    /// provisioned first (the provider's endpoint becomes its `endpointUrl`); without a
+    /// provider able to run it, one that brought its own `endpointUrl` runs as `POOL`,
+    /// any other is refused. Atomic: a refused registration leaves nothing behind.
     pub async fn register_function(
         &self,
-        spec: FunctionSpec,
-    ) -> Result<RegisteredFunction, AlreadyRegistered> {
+        mut spec: FunctionSpec,
+    ) -> Result<RegisteredFunction, RegisterError> {
+        let inner = &self.inner;
+        let name = spec.name.clone();
+        let _reservation = Reservation::take(&inner.registering, &name)
+            .ok_or_else(|| AlreadyRegistered(name.clone()))?;
+        if inner.parts.registry.get(name.as_str()).await.is_some() {
+            return Err(AlreadyRegistered(name).into());
+        }
+
+        let provider = match spec.execution_mode {
+            ExecutionMode::Deployment => inner
+                .parts
+                .deployments
+                .as_ref()
+                .filter(|provider| provider.supports(&spec)),
+            ExecutionMode::Local | ExecutionMode::Pool => None,
+        };
+        let effective_mode = match (spec.execution_mode, provider) {
+            (ExecutionMode::Deployment, Some(provider)) => {
+                spec.endpoint_url = Some(provider.provision(&spec).await?);
+                ExecutionMode::Deployment
+            }
+            (ExecutionMode::Deployment, None) if spec.endpoint_url.is_some() => ExecutionMode::Pool,
+            (ExecutionMode::Deployment, None) => return Err(RegisterError::NoProvider(name)),
+            (mode, _) => mode,
+        };
+
         let spec = Arc::new(spec);
         let registered = RegisteredFunction {
             spec: Arc::clone(&spec),
-            created_at: self.inner.parts.clock.now(),
+            effective_mode,
+            created_at: inner.parts.clock.now(),
         };
-        self.inner
-            .parts
-            .registry
-            .register(registered.clone())
-            .await?;
+        if let Err(taken) = inner.parts.registry.register(registered.clone()).await {
+            if let Some(provider) = provider {
+                self.deprovision(provider.as_ref(), &name).await;
+            }
+            return Err(taken.into());
+        }
         let queue = FunctionQueue::new(
-            spec.name.clone(),
+            name.clone(),
             spec.queue_size as usize,
             spec.concurrency as usize,
-            self.inner.readiness.clone(),
+            inner.readiness.clone(),
         );
-        self.inner
+        inner
             .functions
-            .insert(spec.name.clone(), Arc::new(FunctionRuntime { spec, queue }));
+            .insert(name, Arc::new(FunctionRuntime { spec, queue }));
         Ok(registered)
+    }
+
+    async fn deprovision(&self, provider: &dyn DeploymentProvider, name: &FunctionName) {
+        if let Err(error) = provider.deprovision(name).await {
+            tracing::error!(function = %name, %error, "managed deployment could not be removed");
+        }
+    }
+
+    /// Sets the replica count of a provisioned `DEPLOYMENT` function.
+    pub async fn set_replicas(
+        &self,
+        name: &FunctionName,
+        replicas: u32,
+    ) -> Result<(), ReplicasError> {
+        let function = self
+            .function(name.as_str())
+            .await
+            .ok_or_else(|| ReplicasError::UnknownFunction(name.clone()))?;
+        let provider = match (function.effective_mode, &self.inner.parts.deployments) {
+            (ExecutionMode::Deployment, Some(provider)) => provider,
+            (mode, _) => {
+                return Err(ReplicasError::NotDeployment {
+                    function: function.spec.name.clone(),
+                    mode,
+                });
+            }
+        };
+        provider.set_replicas(&function.spec.name, replicas).await?;
+        Ok(())
     }
 
     /// Removes a function. Its queued executions end in `error` with
@@ -347,12 +462,19 @@ impl Scheduler {
                 )
                 .await;
         }
-        self.inner
+        let removed = self
+            .inner
             .parts
             .registry
             .remove(name.as_str())
             .await
-            .ok_or_else(|| RemoveError::UnknownFunction(name.clone()))
+            .ok_or_else(|| RemoveError::UnknownFunction(name.clone()))?;
+        if removed.effective_mode == ExecutionMode::Deployment
+            && let Some(provider) = &self.inner.parts.deployments
+        {
+            self.deprovision(provider.as_ref(), name).await;
+        }
+        Ok(removed)
     }
 
     /// One registered function.
@@ -494,8 +616,10 @@ impl Scheduler {
 
     /// Waits for an execution's final record. With a `timeout`, an execution still
     /// unfinished when it runs out is ended as `timeout` (whatever state it was in; a
-    /// queued one is never dispatched) and that final record is returned. Any number of
-    /// callers may wait on one execution; each is woken exactly once.
+    /// queued one is never dispatched) and that final record is returned: this is the
+    /// deadline of the caller that owns the execution. Any number of callers may wait on
+    /// one execution; each is woken exactly once. Without a background loop the wait
+    /// drives the function's queue itself (see [`Self::wait_at_most`]).
     pub async fn wait_for_result(
         &self,
         id: &ExecutionId,
@@ -505,8 +629,8 @@ impl Scheduler {
             return self.final_record(id).await;
         };
         let woken = match timeout {
-            None => waiter.await,
-            Some(limit) => match tokio::time::timeout(limit, waiter).await {
+            None => self.woken(id, waiter).await,
+            Some(limit) => match tokio::time::timeout(limit, self.woken(id, waiter)).await {
                 Ok(woken) => woken,
                 Err(_elapsed) => {
                     let error = ErrorInfo::new(
@@ -531,6 +655,63 @@ impl Scheduler {
         match woken {
             Ok(record) => Ok(record),
             Err(_) => self.final_record(id).await,
+        }
+    }
+
+    /// Waits at most `limit` for an execution's final record, and then returns the
+    /// record as it stands, finished or not, without changing the execution: for a
+    /// caller that shares an execution it does not own (an idempotent replay), whose
+    /// patience must not cut short the owner's. Without a background loop (manual
+    /// mode) the wait drives the function's queue itself, in FIFO order, so a sync
+    /// caller still gets its answer.
+    pub async fn wait_at_most(
+        &self,
+        id: &ExecutionId,
+        limit: Duration,
+    ) -> Result<ExecutionRecord, WaitError> {
+        if let Some(waiter) = self.subscribe(id)
+            && let Ok(Ok(record)) = tokio::time::timeout(limit, self.woken(id, waiter)).await
+        {
+            return Ok(record);
+        }
+        self.final_record(id).await
+    }
+
+    /// Resolves when `waiter` is woken. With no background loop, nobody else moves the
+    /// queue, so this caller does: it takes queued work (its own execution or what is
+    /// ahead of it) whenever a slot is free, and otherwise waits for one to be released.
+    async fn woken(
+        &self,
+        id: &ExecutionId,
+        mut waiter: oneshot::Receiver<ExecutionRecord>,
+    ) -> Result<ExecutionRecord, oneshot::error::RecvError> {
+        if !self.inner.config.waiters_drive_when_manual
+            || self.inner.background.load(Ordering::Acquire)
+        {
+            return waiter.await;
+        }
+        let Some(runtime) = self
+            .inner
+            .live
+            .get(id)
+            .map(|live| Arc::clone(&live.function))
+        else {
+            return waiter.await;
+        };
+        loop {
+            let released = runtime.queue.slot_released();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.tick_runtime(&runtime).await {
+                Some(attempt) => tokio::select! {
+                    woken = &mut waiter => return woken,
+                    _ = attempt => {}
+                },
+                None => tokio::select! {
+                    woken = &mut waiter => return woken,
+                    () = released => {}
+                },
+            }
         }
     }
 
@@ -909,6 +1090,7 @@ impl Scheduler {
         else {
             return;
         };
+        self.inner.background.store(true, Ordering::Release);
         self.start_sweeper();
         let scheduler = self.clone();
         let stopping = self.inner.stopping.clone();
@@ -1034,6 +1216,27 @@ fn finished(completion: Completion, at: Timestamp) -> (ExecutionState, ChangeKin
             init_duration_ms,
         },
     )
+}
+
+/// A name held in the set of registrations in progress until dropped.
+struct Reservation<'a> {
+    set: &'a dashmap::DashSet<FunctionName>,
+    name: FunctionName,
+}
+
+impl<'a> Reservation<'a> {
+    fn take(set: &'a dashmap::DashSet<FunctionName>, name: &FunctionName) -> Option<Self> {
+        set.insert(name.clone()).then(|| Self {
+            set,
+            name: name.clone(),
+        })
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.set.remove(&self.name);
+    }
 }
 
 /// Frees an idempotency claim unless it was published (also when the submitting future

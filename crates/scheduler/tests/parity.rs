@@ -589,3 +589,88 @@ async fn case_a_blocked_function_does_not_stall_another() {
     case.checkpoint("02_slow_caught_up_in_the_background").await;
     case.scheduler.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn case_in_manual_mode_a_sync_waiter_drives_the_work_ahead_of_it_and_then_its_own() {
+    let mut case = Case::waiters_drive("manual_mode_sync_waiter_drives_its_queue");
+    let f = case.function(spec("f", json!({"concurrency": 1}))).await;
+    case.script(&f, [Step::Echo, Step::Echo]);
+    let ahead = case.submit(&f, json!("queued first"), None).await.unwrap();
+    let own = case.submit(&f, json!("sync"), None).await.unwrap();
+    case.checkpoint("01_two_queued_nothing_dispatched").await;
+
+    let record = case.scheduler.wait_for_result(&own, None).await.unwrap();
+    assert_eq!(record.state, ExecutionState::Success);
+    assert_eq!(
+        case.scheduler.execution(&ahead).await.unwrap().state,
+        ExecutionState::Success,
+        "FIFO: the work ahead ran first"
+    );
+    case.checkpoint("02_both_done_in_order").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn case_in_manual_mode_a_sync_waiter_waits_for_a_busy_slot_and_retries_itself() {
+    let mut case = Case::waiters_drive("manual_mode_sync_waiter_waits_for_a_slot");
+    let f = case
+        .function(spec("f", json!({"concurrency": 1, "maxRetries": 2})))
+        .await;
+    let (busy, mut running) = gate();
+    case.script(&f, [busy, Step::Http500, Step::Echo]);
+    let first = case.submit(&f, json!("drained"), None).await.unwrap();
+    let drain = case.scheduler.tick_once(&f).await.unwrap().expect("starts");
+    running.started().await;
+    let own = case.submit(&f, json!("sync"), None).await.unwrap();
+
+    let waiter = case.scheduler.clone();
+    let waiting = {
+        let own = own.clone();
+        async move { waiter.wait_for_result(&own, None).await }
+    };
+    let release = async {
+        tokio::task::yield_now().await;
+        assert!(running.release(Ok(DispatchSuccess::warm(Payload::string("first")))));
+        drain.await.unwrap();
+    };
+    let (record, ()) = tokio::join!(waiting, release);
+    let record = record.unwrap();
+    assert_eq!(record.state, ExecutionState::Success);
+    assert_eq!(record.attempt, 2, "the waiter dispatched its retry too");
+    assert_eq!(
+        case.scheduler.execution(&first).await.unwrap().state,
+        ExecutionState::Success
+    );
+    case.checkpoint("01_slot_freed_then_own_attempts_ran").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn case_a_replay_that_stops_waiting_leaves_the_shared_execution_running() {
+    let mut case = Case::new("replay_stops_waiting_without_ending_the_execution");
+    let f = case.function(spec("f", json!({}))).await;
+    let (slow, mut running) = gate();
+    case.script(&f, [slow]);
+    let id = case.submit(&f, json!("in"), Some("key-1")).await.unwrap();
+    let attempt = case.scheduler.tick_once(&f).await.unwrap().expect("starts");
+    running.started().await;
+
+    let replay = case
+        .scheduler
+        .wait_at_most(&id, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(
+        replay.state,
+        ExecutionState::Running,
+        "answered as it stands"
+    );
+    case.checkpoint("01_replay_gave_up_execution_still_running")
+        .await;
+
+    assert!(running.release(Ok(DispatchSuccess::warm(Payload::string("out")))));
+    attempt.await.unwrap();
+    assert_eq!(
+        case.scheduler.execution(&id).await.unwrap().state,
+        ExecutionState::Success
+    );
+    case.checkpoint("02_the_owner_s_result_arrived").await;
+}

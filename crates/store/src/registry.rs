@@ -4,13 +4,17 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use core_types::{FunctionName, FunctionSpec, Timestamp};
+use core_types::{ExecutionMode, FunctionName, FunctionSpec, Timestamp};
 
 /// A function as registered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisteredFunction {
-    /// The resolved spec.
+    /// The resolved spec; its `executionMode` is the one the user asked for, and for a
+    /// provisioned `DEPLOYMENT` its `endpointUrl` is the provider's.
     pub spec: Arc<FunctionSpec>,
+    /// How it actually runs: a `DEPLOYMENT` no provider runs, but which came with an
+    /// `endpointUrl`, runs as `POOL`.
+    pub effective_mode: ExecutionMode,
     /// When it was registered.
     pub created_at: Timestamp,
 }
@@ -95,6 +99,7 @@ mod tests {
         )
         .unwrap();
         RegisteredFunction {
+            effective_mode: spec.execution_mode,
             spec: Arc::new(spec),
             created_at: Timestamp::from_millis(0),
         }

@@ -232,7 +232,17 @@ pub(crate) struct Case {
 }
 
 impl Case {
+    /// A case that drives every dispatch itself with `tick_once`.
     pub(crate) fn new(name: &'static str) -> Self {
+        Self::with_waiters_driving(name, false)
+    }
+
+    /// A manual-mode control plane as the binary runs it: sync waiters move the queue.
+    pub(crate) fn waiters_drive(name: &'static str) -> Self {
+        Self::with_waiters_driving(name, true)
+    }
+
+    fn with_waiters_driving(name: &'static str, waiters_drive_when_manual: bool) -> Self {
         let log = EventLog::default();
         let clock = Arc::new(ManualClock::default());
         let dispatch = Arc::new(ScriptedDispatch {
@@ -248,9 +258,11 @@ impl Case {
             idempotency: Arc::new(MemoryIdempotencyStore::new(ttl)),
             registry: Arc::new(MemoryFunctionRegistry::new()),
             observer: Arc::new(log.clone()),
+            deployments: None,
         };
         let config = SchedulerConfig {
             callback_base_url: Some("http://127.0.0.1:8080/v1/internal/executions".into()),
+            waiters_drive_when_manual,
             ..SchedulerConfig::default()
         };
         Self {
