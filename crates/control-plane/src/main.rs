@@ -22,9 +22,6 @@ use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
 use signals::shutdown_signal;
 use tokio::net::TcpListener;
 
-/// How long in-flight dispatches may run on after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// Who moves queued work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum SchedulerMode {
@@ -32,6 +29,15 @@ enum SchedulerMode {
     Background,
     /// No loop: queued work moves only through `:drain-once`.
     Manual,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
 }
 
 /// The nanofaas-compatible serverless control plane.
@@ -57,10 +63,10 @@ struct Args {
     )]
     scheduler: SchedulerMode,
     /// How long a finished execution stays readable (ISO-8601, e.g. `PT5M`).
-    #[arg(long, env = "CONTROL_PLANE_EXECUTION_TTL", default_value = "PT5M", value_parser = parse_ttl)]
+    #[arg(long, env = "CONTROL_PLANE_EXECUTION_TTL", default_value = "PT5M", value_parser = parse_positive_duration)]
     execution_ttl: DurationMs,
     /// How long an `Idempotency-Key` is remembered (ISO-8601).
-    #[arg(long, env = "CONTROL_PLANE_IDEMPOTENCY_TTL", default_value = "PT5M", value_parser = parse_ttl)]
+    #[arg(long, env = "CONTROL_PLANE_IDEMPOTENCY_TTL", default_value = "PT5M", value_parser = parse_positive_duration)]
     idempotency_ttl: DurationMs,
     /// Request body limit in bytes.
     #[arg(long, env = "CONTROL_PLANE_MAX_BODY_BYTES", default_value_t = http_api::DEFAULT_MAX_BODY_BYTES)]
@@ -69,10 +75,21 @@ struct Args {
     /// `http://<bound api addr>/v1/internal/executions`.
     #[arg(long, env = "CONTROL_PLANE_CALLBACK_BASE_URL")]
     callback_base_url: Option<String>,
+    /// After SIGINT/SIGTERM, how long in-flight dispatches may still finish (ISO-8601).
+    #[arg(long, env = "CONTROL_PLANE_SHUTDOWN_GRACE", default_value = "PT10S", value_parser = parse_positive_duration)]
+    shutdown_grace: DurationMs,
+    /// `text` or `json` log lines; the level comes from `RUST_LOG` (default `info`).
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
 }
 
 /// An ISO-8601 duration (`PT5M`, `PT0.5S`), positive, as milliseconds.
-fn parse_ttl(text: &str) -> Result<DurationMs, String> {
+fn parse_positive_duration(text: &str) -> Result<DurationMs, String> {
     let duration: jiff::SignedDuration = text
         .parse()
         .map_err(|e| format!("not an ISO-8601 duration like PT5M: {e}"))?;
@@ -85,14 +102,16 @@ fn parse_ttl(text: &str) -> Result<DurationMs, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -148,10 +167,18 @@ async fn run(args: Args) -> std::io::Result<()> {
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
+    let grace = Duration::from_millis(args.shutdown_grace.0);
+    let stopping = scheduler.clone();
     let signal = async move {
         shutdown_signal().await;
-        tracing::info!("shutdown signal received; no longer accepting requests");
+        tracing::info!(
+            ?grace,
+            "shutdown signal received; no longer accepting requests"
+        );
         let _ = stop_tx.send(true);
+        // End every execution while the servers drain: the sync invokes they are still
+        // serving wait on those executions and get their answers from this.
+        stopping.shutdown(grace).await;
         Ok::<(), std::io::Error>(())
     };
     let serve_api = axum::serve(api_listener, api)
@@ -161,8 +188,10 @@ async fn run(args: Args) -> std::io::Result<()> {
         .with_graceful_shutdown(wait_stop(stop_rx))
         .into_future();
     let served = tokio::try_join!(signal, serve_api, serve_management);
-
-    scheduler.shutdown(SHUTDOWN_GRACE).await;
+    if served.is_err() {
+        // A listener failed before any signal: still answer everyone waiting.
+        scheduler.shutdown(grace).await;
+    }
     tracing::info!("control plane stopped");
     served.map(|_| ())
 }
@@ -204,10 +233,13 @@ mod tests {
 
     #[test]
     fn ttls_are_iso_8601() {
-        assert_eq!(parse_ttl("PT5M").unwrap(), DurationMs(300_000));
-        assert_eq!(parse_ttl("PT0.5S").unwrap(), DurationMs(500));
-        assert!(parse_ttl("PT0S").is_err());
-        assert!(parse_ttl("five minutes").is_err());
+        assert_eq!(
+            parse_positive_duration("PT5M").unwrap(),
+            DurationMs(300_000)
+        );
+        assert_eq!(parse_positive_duration("PT0.5S").unwrap(), DurationMs(500));
+        assert!(parse_positive_duration("PT0S").is_err());
+        assert!(parse_positive_duration("five minutes").is_err());
     }
 
     #[test]
@@ -219,5 +251,7 @@ mod tests {
         assert_eq!(args.execution_ttl, DurationMs(300_000));
         assert_eq!(args.max_body_bytes, 6 * 1024 * 1024);
         assert!(args.callback_base_url.is_none());
+        assert_eq!(args.shutdown_grace, DurationMs(10_000));
+        assert_eq!(args.log_format, LogFormat::Text);
     }
 }
