@@ -158,12 +158,21 @@ pub(crate) async fn function_action(
     let id = submitted.execution_id;
 
     if !sync {
-        let body = InvocationResponse {
-            execution_id: id.clone(),
-            status: ExecutionState::Queued,
-            output: None,
-            error: None,
+        // A replay answers the execution as it stands (it may have finished long ago);
+        // only a record already evicted falls back to what the first answer said.
+        let existing = match submitted.replayed {
+            true => state.scheduler.execution(&id).await,
+            false => None,
         };
+        let body = existing.as_ref().map_or_else(
+            || InvocationResponse {
+                execution_id: id.clone(),
+                status: ExecutionState::Queued,
+                output: None,
+                error: None,
+            },
+            invocation_response,
+        );
         return Ok(with_execution_id(
             (StatusCode::ACCEPTED, Json(body)).into_response(),
             &id,

@@ -459,6 +459,16 @@ async fn idempotency_key_returns_the_same_execution() {
     let first = api.send(send(json!(1))).await;
     let again = api.send(send(json!(1))).await;
     assert_eq!(first.body["executionId"], again.body["executionId"]);
+
+    let drained = api
+        .call("POST", "/v1/internal/functions/echo:drain-once", None)
+        .await;
+    assert_eq!(drained.body, json!({"dispatched": true}));
+    let after_it_ran = api.send(send(json!(1))).await;
+    assert_eq!(after_it_ran.status, StatusCode::ACCEPTED);
+    assert_eq!(after_it_ran.body["executionId"], first.body["executionId"]);
+    assert_eq!(after_it_ran.body["status"], "success", "a replay tells the truth");
+    assert_eq!(after_it_ran.body["output"], json!(1));
     let reused = api.send(send(json!(2))).await;
     assert_error(
         &reused,
