@@ -3,8 +3,9 @@
 //! Owns: configuration (flags, each also `CONTROL_PLANE_<FLAG>`), the tracing
 //! subscriber (`RUST_LOG`), wiring [`dispatcher::ModeRouter`] into a
 //! [`scheduler::Scheduler`] over in-memory stores with the configured TTLs, serving
-//! [`http_api::router`] on the API listener and [`http_api::health_router`] on the
-//! management listener, and graceful shutdown on SIGINT/SIGTERM (stop accepting, then
+//! [`http_api::router`] on the API listener and [`http_api::management_router`] on the
+//! management listener (the same [`http_api::Metrics`] observing the scheduler and
+//! serving `/actuator/prometheus`), and graceful shutdown on SIGINT/SIGTERM (stop accepting, then
 //! [`scheduler::Scheduler::shutdown`] ends every remaining execution).
 //!
 //! It spawns nothing itself (only the scheduler owns tasks): both listeners are served
@@ -17,7 +18,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use core_types::DurationMs;
 use dispatcher::{ModeRouter, PoolDispatcher};
-use http_api::{ApiConfig, AppState};
+use http_api::{ApiConfig, AppState, InvalidRuntimeConfig, Metrics, RuntimeConfig};
 use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
 use signals::shutdown_signal;
 use tokio::net::TcpListener;
@@ -86,14 +87,73 @@ struct Args {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Serve `/v1/admin/runtime-config` (GET, PATCH, validate).
+    #[arg(long, env = "CONTROL_PLANE_ADMIN_API")]
+    admin_api: bool,
+    #[command(flatten)]
+    runtime: RuntimeFlags,
+}
+
+/// The runtime configuration's starting values (revision 1; the admin API changes them
+/// while serving). Defaults: [`RuntimeConfig::default`].
+#[derive(Debug, clap::Args)]
+struct RuntimeFlags {
+    /// Global limit on `:invoke` + `:enqueue` requests per second. The default is far
+    /// above what one control plane serves, so it never is a benchmark's bottleneck.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_RATE_MAX_PER_SECOND",
+        default_value_t = http_api::DEFAULT_RATE_MAX_PER_SECOND,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    rate_max_per_second: u32,
+    /// Sync invocations hold a place in their function's sync queue while they wait.
+    #[arg(long, env = "CONTROL_PLANE_SYNC_QUEUE_ENABLED")]
+    sync_queue_enabled: bool,
+    /// Refuse sync invocations whose line is too deep or estimated wait too long.
+    #[arg(long, env = "CONTROL_PLANE_SYNC_QUEUE_ADMISSION_ENABLED")]
+    sync_queue_admission_enabled: bool,
+    /// Longest estimated wait a sync invocation is admitted into (ISO-8601).
+    #[arg(long, env = "CONTROL_PLANE_SYNC_QUEUE_MAX_ESTIMATED_WAIT", default_value = "PT2S", value_parser = parse_wait)]
+    sync_queue_max_estimated_wait: Duration,
+    /// Longest an admitted sync invocation may stay queued before dispatch (ISO-8601).
+    #[arg(long, env = "CONTROL_PLANE_SYNC_QUEUE_MAX_QUEUE_WAIT", default_value = "PT2S", value_parser = parse_wait)]
+    sync_queue_max_queue_wait: Duration,
+    /// Least `Retry-After` of a sync-queue rejection, in seconds.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_SYNC_QUEUE_RETRY_AFTER_SECONDS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    sync_queue_retry_after_seconds: u32,
+}
+
+impl RuntimeFlags {
+    /// The starting configuration, if its values fit together.
+    fn to_config(&self) -> Result<RuntimeConfig, InvalidRuntimeConfig> {
+        let config = RuntimeConfig {
+            rate_max_per_second: self.rate_max_per_second,
+            sync_queue_enabled: self.sync_queue_enabled,
+            sync_queue_admission_enabled: self.sync_queue_admission_enabled,
+            sync_queue_max_estimated_wait: self.sync_queue_max_estimated_wait,
+            sync_queue_max_queue_wait: self.sync_queue_max_queue_wait,
+            sync_queue_retry_after_seconds: self.sync_queue_retry_after_seconds,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A strict ISO-8601 duration (`PT2S`, `PT0.5S`), zero or more.
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    http_api::parse_iso_duration(text).map_err(|e| e.to_string())
 }
 
 /// An ISO-8601 duration (`PT5M`, `PT0.5S`), positive, as milliseconds.
 fn parse_positive_duration(text: &str) -> Result<DurationMs, String> {
-    let duration: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("not an ISO-8601 duration like PT5M: {e}"))?;
-    if duration.is_negative() || duration.is_zero() {
+    let duration = http_api::parse_iso_duration(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
         return Err(format!("must be positive, got {text}"));
     }
     let millis = u64::try_from(duration.as_millis()).map_err(|_| format!("too long: {text}"))?;
@@ -122,6 +182,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
+    // Refuse flags that do not fit together before binding anything.
+    let runtime = args.runtime.to_config().map_err(std::io::Error::other)?;
     let api_listener = TcpListener::bind(args.api_addr).await?;
     let management_listener = TcpListener::bind(args.management_addr).await?;
     let api_addr = api_listener.local_addr()?;
@@ -131,11 +193,16 @@ async fn run(args: Args) -> std::io::Result<()> {
         .callback_base_url
         .unwrap_or_else(|| format!("http://{api_addr}/v1/internal/executions"));
     let pool = PoolDispatcher::new().map_err(std::io::Error::other)?;
-    let parts = SchedulerParts::in_memory_with_ttls(
-        Arc::new(ModeRouter::new(pool)),
-        args.execution_ttl,
-        args.idempotency_ttl,
-    );
+    // The metrics observe the scheduler, so they exist first.
+    let metrics = Arc::new(Metrics::new());
+    let parts = SchedulerParts {
+        observer: metrics.clone(),
+        ..SchedulerParts::in_memory_with_ttls(
+            Arc::new(ModeRouter::new(pool)),
+            args.execution_ttl,
+            args.idempotency_ttl,
+        )
+    };
     let config = SchedulerConfig {
         callback_base_url: Some(Arc::from(callback_base_url.as_str())),
         ..SchedulerConfig::default()
@@ -146,13 +213,17 @@ async fn run(args: Args) -> std::io::Result<()> {
         SchedulerMode::Manual => scheduler.start_sweeper(),
     }
 
-    let api = http_api::router(AppState::new(
+    let state = AppState::new(
         scheduler.clone(),
         ApiConfig {
             max_body_bytes: args.max_body_bytes,
+            admin_api: args.admin_api,
+            runtime,
         },
-    ));
-    let management = http_api::health_router();
+        metrics,
+    );
+    let api = http_api::router(state.clone());
+    let management = http_api::management_router(state);
     tracing::info!(
         %api_addr,
         %management_addr,
@@ -240,6 +311,7 @@ mod tests {
         assert_eq!(parse_positive_duration("PT0.5S").unwrap(), DurationMs(500));
         assert!(parse_positive_duration("PT0S").is_err());
         assert!(parse_positive_duration("five minutes").is_err());
+        assert!(parse_positive_duration("5m").is_err(), "ISO-8601 only");
     }
 
     #[test]
@@ -253,5 +325,63 @@ mod tests {
         assert!(args.callback_base_url.is_none());
         assert_eq!(args.shutdown_grace, DurationMs(10_000));
         assert_eq!(args.log_format, LogFormat::Text);
+        assert!(!args.admin_api);
+        assert_eq!(args.runtime.to_config().unwrap(), RuntimeConfig::default());
+        assert_eq!(args.runtime.rate_max_per_second, 100_000);
+    }
+
+    #[test]
+    fn runtime_flags_set_the_starting_configuration() {
+        let args = Args::try_parse_from([
+            "control-plane",
+            "--admin-api",
+            "--rate-max-per-second",
+            "50",
+            "--sync-queue-enabled",
+            "--sync-queue-admission-enabled",
+            "--sync-queue-max-estimated-wait",
+            "PT0.5S",
+            "--sync-queue-max-queue-wait",
+            "PT3S",
+            "--sync-queue-retry-after-seconds",
+            "4",
+        ])
+        .unwrap();
+        assert!(args.admin_api);
+        let config = args.runtime.to_config().unwrap();
+        assert_eq!(
+            config,
+            RuntimeConfig {
+                rate_max_per_second: 50,
+                sync_queue_enabled: true,
+                sync_queue_admission_enabled: true,
+                sync_queue_max_estimated_wait: Duration::from_millis(500),
+                sync_queue_max_queue_wait: Duration::from_secs(3),
+                sync_queue_retry_after_seconds: 4,
+            }
+        );
+    }
+
+    #[test]
+    fn runtime_flags_are_refused_when_they_do_not_fit_together() {
+        for bad in [
+            &["--rate-max-per-second", "0"][..],
+            &["--sync-queue-retry-after-seconds", "0"],
+            &["--sync-queue-max-queue-wait", "2s"],
+        ] {
+            let parsed =
+                Args::try_parse_from(std::iter::once("control-plane").chain(bad.iter().copied()));
+            assert!(parsed.is_err(), "{bad:?} was accepted");
+        }
+        let args = Args::try_parse_from([
+            "control-plane",
+            "--sync-queue-max-estimated-wait",
+            "PT5S",
+            "--sync-queue-max-queue-wait",
+            "PT1S",
+        ])
+        .unwrap();
+        let InvalidRuntimeConfig(problems) = args.runtime.to_config().unwrap_err();
+        assert_eq!(problems[0].field, "syncQueueMaxEstimatedWait");
     }
 }

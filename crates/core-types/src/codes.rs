@@ -50,6 +50,10 @@ pub enum ErrorCode {
     ProviderUnavailable,
     /// A runtime-config patch's `expectedRevision` is stale.
     RevisionMismatch,
+    /// A runtime-config change parses but breaks the configuration's rules.
+    InvalidRuntimeConfig,
+    /// An admitted sync invocation stayed queued past the sync queue's maximum wait.
+    QueueTimeout,
     /// Something failed inside the control plane.
     InternalError,
 }
@@ -79,6 +83,8 @@ impl ErrorCode {
             Self::SyncQueueRejected => "SYNC_QUEUE_REJECTED",
             Self::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
             Self::RevisionMismatch => "REVISION_MISMATCH",
+            Self::InvalidRuntimeConfig => "INVALID_RUNTIME_CONFIG",
+            Self::QueueTimeout => "QUEUE_TIMEOUT",
             Self::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -100,6 +106,8 @@ mod tests {
             ErrorCode::FunctionError,
             ErrorCode::IdempotencyKeyReused,
             ErrorCode::Shutdown,
+            ErrorCode::InvalidRuntimeConfig,
+            ErrorCode::QueueTimeout,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

@@ -7,6 +7,12 @@ use scheduler::{
     CompleteError, RegisterError, RemoveError, ReplicasError, SubmitError, TickError, WaitError,
 };
 
+use crate::admission::Rejection;
+use crate::runtime_config::ConfigChangeError;
+
+/// Why a sync invocation was refused by sync-queue admission (`depth`, `est_wait`).
+const X_QUEUE_REJECT_REASON: &str = "x-queue-reject-reason";
+
 /// Seconds a client is told to wait after a 429 (`Retry-After`).
 const RETRY_AFTER_SECONDS: &str = "1";
 
@@ -65,6 +71,12 @@ pub enum ApiError {
     /// Waiting for a sync result failed.
     #[error(transparent)]
     Wait(#[from] WaitError),
+    /// Turned away at the door (429 with its own `Retry-After`).
+    #[error(transparent)]
+    Admission(#[from] Rejection),
+    /// A runtime-config change refused (422 invalid, 409 stale revision).
+    #[error(transparent)]
+    RuntimeConfig(#[from] ConfigChangeError),
     /// A fault inside the control plane (500 `INTERNAL_ERROR`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -132,6 +144,13 @@ impl ApiError {
             Self::Submit(SubmitError::NotAccepting(_)) => {
                 (S::SERVICE_UNAVAILABLE, ErrorCode::Shutdown)
             }
+            Self::Admission(rejection) => (S::TOO_MANY_REQUESTS, rejection.code()),
+            Self::RuntimeConfig(ConfigChangeError::Invalid(_)) => {
+                (S::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRuntimeConfig)
+            }
+            Self::RuntimeConfig(ConfigChangeError::RevisionMismatch { .. }) => {
+                (S::CONFLICT, ErrorCode::RevisionMismatch)
+            }
             Self::Submit(SubmitError::Store(_))
             | Self::Wait(WaitError::UnknownExecution(_))
             | Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
@@ -148,18 +167,52 @@ impl IntoResponse for ApiError {
             tracing::debug!(error = %self, %status, "request refused");
         }
         let mut body = ErrorBody::new(code, self.to_string());
-        if let Self::Validation { details, .. } = self {
-            body.details = Some(details);
+        let mut extra = serde_json::Map::new();
+        let mut retry_after = None;
+        let mut reject_reason = None;
+        match self {
+            Self::Validation { details, .. } => body.details = Some(details),
+            Self::Admission(rejection) => {
+                retry_after = Some(rejection.retry_after());
+                reject_reason = rejection.queue_reject_reason();
+            }
+            Self::RuntimeConfig(ConfigChangeError::Invalid(invalid)) => {
+                let errors = invalid
+                    .0
+                    .iter()
+                    .map(|p| format!("{}: {}", p.field, p.message).into())
+                    .collect();
+                extra.insert("errors".into(), serde_json::Value::Array(errors));
+                body.details = Some(invalid.0);
+            }
+            Self::RuntimeConfig(ConfigChangeError::RevisionMismatch { current, .. }) => {
+                extra.insert("currentRevision".into(), current.into());
+            }
+            _ => {}
         }
-        let mut response = (status, axum::Json(body)).into_response();
-        if matches!(
+        let mut response = if extra.is_empty() {
+            (status, axum::Json(body)).into_response()
+        } else {
+            let mut value = serde_json::to_value(body).unwrap_or_default();
+            if let serde_json::Value::Object(fields) = &mut value {
+                fields.extend(extra);
+            }
+            (status, axum::Json(value)).into_response()
+        };
+        let headers = response.headers_mut();
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        } else if matches!(
             status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         ) {
-            response.headers_mut().insert(
+            headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
+        }
+        if let Some(reason) = reject_reason {
+            headers.insert(X_QUEUE_REJECT_REASON, HeaderValue::from_static(reason));
         }
         response
     }

@@ -154,7 +154,10 @@ pub(crate) async fn function_action(
     let Some(function) = state.scheduler.function(name.as_str()).await else {
         return Err(function_not_found(name.as_str()));
     };
-    let submitted = state.scheduler.submit(&name, request, options).await?;
+    // Before submit: a refused request leaves no execution and no idempotency claim.
+    let admitted = state.admission().admit(&function.spec, sync)?;
+    let submitted =
+        (state.scheduler.submit(&name, request, options).await).map_err(|e| admitted.refused(e))?;
     let id = submitted.execution_id;
 
     if !sync {
@@ -180,13 +183,9 @@ pub(crate) async fn function_action(
     }
 
     let limit = timeout.unwrap_or(Duration::from_millis(function.spec.timeout_ms));
-    // The first caller owns the execution's deadline; a replay only stops waiting
-    // (and then answers the execution as it stands), so it cannot cut the owner short.
-    let record = if submitted.replayed {
-        state.scheduler.wait_at_most(&id, limit).await?
-    } else {
-        state.scheduler.wait_for_result(&id, Some(limit)).await?
-    };
+    let record = admitted
+        .wait_for_result(&state.scheduler, &id, limit, submitted.replayed)
+        .await?;
     Ok(with_execution_id(
         (StatusCode::OK, Json(invocation_response(&record))).into_response(),
         &id,

@@ -6,7 +6,14 @@
 //! 400 malformed JSON or invalid fields), and the one mapping of every error to the
 //! JSON error body `{"error", "message", "details"?}` ([`ApiError`]), including axum's
 //! own rejections, unknown routes (404) and wrong methods (405). Also
-//! [`health_router`], the `/actuator/health*` routes the management port serves.
+//! [`management_router`], the `/actuator/health*` and `/actuator/prometheus` routes
+//! the management port serves (the API port serves them too).
+//!
+//! The service around the operations: [`Metrics`] (the Prometheus exposition, fed as
+//! the scheduler's observer), the runtime configuration and its admin routes
+//! (`runtime_config`, mounted when [`ApiConfig::admin_api`] is on), and admission
+//! (`admission`: the global rate limit and the sync queue, in front of every
+//! `:invoke` and `:enqueue`).
 //!
 //! Must not know: how functions are reached (no dependency on `dispatcher`; the
 //! binary hands the [`Scheduler`] a `Dispatch`), how records are stored (the scheduler
@@ -17,7 +24,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use core_types::{Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess};
-//! use http_api::{ApiConfig, AppState, router};
+//! use http_api::{ApiConfig, AppState, Metrics, router};
 //! use scheduler::{Scheduler, SchedulerParts};
 //!
 //! struct Echo;
@@ -30,22 +37,39 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let scheduler = Scheduler::new(SchedulerParts::in_memory(Arc::new(Echo)), Default::default());
+//! // The metrics exist before the scheduler: they are its observer.
+//! let metrics = Arc::new(Metrics::new());
+//! let parts = SchedulerParts {
+//!     observer: metrics.clone(),
+//!     ..SchedulerParts::in_memory(Arc::new(Echo))
+//! };
+//! let scheduler = Scheduler::new(parts, Default::default());
 //! scheduler.start_background();
-//! let app = router(AppState::new(scheduler.clone(), ApiConfig::default()));
+//! let app = router(AppState::new(scheduler.clone(), ApiConfig::default(), metrics));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! axum::serve(listener, app).await.unwrap();
 //! # }
 //! ```
 
+mod admission;
 mod body;
 mod error;
 mod handlers;
+mod metrics;
+mod runtime_config;
 
+use std::sync::Arc;
+
+pub use admission::Rejection;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 pub use error::ApiError;
+pub use metrics::{Metrics, PROMETHEUS_TEXT};
+pub use runtime_config::{
+    ConfigChangeError, DEFAULT_RATE_MAX_PER_SECOND, DurationError, InvalidRuntimeConfig,
+    RuntimeConfig, format_iso_duration, parse_iso_duration,
+};
 pub use scheduler::Scheduler;
 
 /// The contract's default request body limit: 6 MiB.
@@ -56,27 +80,63 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 pub struct ApiConfig {
     /// Request bodies over this many bytes are refused with 413.
     pub max_body_bytes: usize,
+    /// Serve `/v1/admin/runtime-config` (off: those routes are 404 like any unknown).
+    pub admin_api: bool,
+    /// The runtime configuration to start with (revision 1).
+    pub runtime: RuntimeConfig,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            admin_api: false,
+            runtime: RuntimeConfig::default(),
         }
     }
 }
 
-/// What every handler shares: the scheduler and the settings. Cheap to clone.
+/// What every handler shares: the scheduler, the settings, the metrics and admission.
+/// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
     scheduler: Scheduler,
-    config: ApiConfig,
+    config: Arc<ApiConfig>,
+    metrics: Arc<Metrics>,
+    admission: Arc<admission::Admission>,
 }
 
 impl AppState {
-    /// State over `scheduler` with `config`.
-    pub fn new(scheduler: Scheduler, config: ApiConfig) -> Self {
-        Self { scheduler, config }
+    /// State over `scheduler` with `config`. `metrics` must be the observer the
+    /// scheduler was built with: the exposition and admission's completion rates come
+    /// from what it observed. `config.runtime` becomes revision 1 of the runtime
+    /// configuration.
+    pub fn new(scheduler: Scheduler, config: ApiConfig, metrics: Arc<Metrics>) -> Self {
+        let admission = admission::Admission::new(config.runtime.clone(), Arc::clone(&metrics));
+        Self {
+            scheduler,
+            config: Arc::new(config),
+            metrics,
+            admission: Arc::new(admission),
+        }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// How many sync invocations of `function` hold a sync-queue place right now.
+    pub fn sync_queue_waiting(&self, function: &str) -> usize {
+        self.admission.waiting(function)
+    }
+
+    pub(crate) fn admission(&self) -> &admission::Admission {
+        &self.admission
+    }
+
+    pub(crate) fn live_config(&self) -> &runtime_config::LiveConfig {
+        self.admission.live()
     }
 
     /// The scheduler the handlers talk to.
@@ -90,10 +150,10 @@ impl AppState {
     }
 }
 
-/// The whole API (everything under `/v1`, plus the health routes).
+/// The whole API (everything under `/v1`, plus the actuator routes).
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    let api = Router::new()
+    let mut api = Router::new()
         .route(
             "/v1/functions",
             get(handlers::list_functions).post(handlers::register_function),
@@ -116,21 +176,24 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/internal/functions/{name_action}",
             post(handlers::internal_function_action),
-        )
-        .with_state(state);
-    finish(api.merge(health_routes()), limit)
+        );
+    if state.config.admin_api {
+        api = api.merge(runtime_config::routes());
+    }
+    finish(api.merge(actuator_routes()).with_state(state), limit)
 }
 
-/// Only the `/actuator/health*` routes (for the management port).
-pub fn health_router() -> Router {
-    finish(health_routes(), DEFAULT_MAX_BODY_BYTES)
+/// Only the actuator routes, health and metrics (for the management port).
+pub fn management_router(state: AppState) -> Router {
+    finish(actuator_routes().with_state(state), DEFAULT_MAX_BODY_BYTES)
 }
 
-fn health_routes() -> Router {
+fn actuator_routes() -> Router<AppState> {
     Router::new()
         .route("/actuator/health", get(handlers::health))
         .route("/actuator/health/liveness", get(handlers::health))
         .route("/actuator/health/readiness", get(handlers::health))
+        .route("/actuator/prometheus", get(metrics::scrape))
 }
 
 fn finish(router: Router, limit: usize) -> Router {

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use core_types::{Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorInfo};
-use http_api::{ApiConfig, AppState, router};
+use http_api::{ApiConfig, AppState, Metrics, router};
 use scheduler::{Scheduler, SchedulerParts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -35,16 +35,23 @@ impl Dispatch for Echo {
 
 struct Api {
     app: Router,
+    state: AppState,
     scheduler: Scheduler,
 }
 
 fn api_with(config: ApiConfig) -> Api {
-    let scheduler = Scheduler::new(
-        SchedulerParts::in_memory(Arc::new(Echo)),
-        Default::default(),
-    );
-    let app = router(AppState::new(scheduler.clone(), config));
-    Api { app, scheduler }
+    let metrics = Arc::new(Metrics::new());
+    let parts = SchedulerParts {
+        observer: metrics.clone(),
+        ..SchedulerParts::in_memory(Arc::new(Echo))
+    };
+    let scheduler = Scheduler::new(parts, Default::default());
+    let state = AppState::new(scheduler.clone(), config, metrics);
+    Api {
+        app: router(state.clone()),
+        state,
+        scheduler,
+    }
 }
 
 fn api() -> Api {
@@ -467,7 +474,10 @@ async fn idempotency_key_returns_the_same_execution() {
     let after_it_ran = api.send(send(json!(1))).await;
     assert_eq!(after_it_ran.status, StatusCode::ACCEPTED);
     assert_eq!(after_it_ran.body["executionId"], first.body["executionId"]);
-    assert_eq!(after_it_ran.body["status"], "success", "a replay tells the truth");
+    assert_eq!(
+        after_it_ran.body["status"], "success",
+        "a replay tells the truth"
+    );
     assert_eq!(after_it_ran.body["output"], json!(1));
     let reused = api.send(send(json!(2))).await;
     assert_error(
@@ -572,7 +582,10 @@ type Refusal<'a> = (
 
 #[tokio::test]
 async fn every_refusal_is_a_json_error_and_changes_nothing() {
-    let api = api_with(ApiConfig { max_body_bytes: 64 });
+    let api = api_with(ApiConfig {
+        max_body_bytes: 64,
+        ..ApiConfig::default()
+    });
     api.register_echo("echo").await;
     let json = Some("application/json");
     let too_big = format!("{{\"input\": \"{}\"}}", "x".repeat(200));
@@ -709,7 +722,7 @@ async fn health_is_up() {
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(answer.body, json!({"status": "UP"}));
     }
-    let management = http_api::health_router()
+    let management = http_api::management_router(api.state.clone())
         .oneshot(
             Request::get("/actuator/health")
                 .body(Body::empty())

@@ -1,0 +1,823 @@
+//! The service around the operations, through the real router and scheduler: the
+//! Prometheus exposition, the runtime-config admin API, and admission (rate limit and
+//! sync queue).
+//!
+//! Time is a manual clock (records, queue waits, completion rates, the rate limit) or
+//! tokio's paused clock (waits that must run out); nothing sleeps. A sync caller that
+//! must be waiting while the test goes on is a future polled until it is queued
+//! ([`park`]), on the test's own task.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use core_types::{
+    Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo,
+    FunctionName, Timestamp,
+};
+use http_api::{ApiConfig, AppState, Metrics, RuntimeConfig, management_router, router};
+use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Wall time as the test says it is.
+struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    fn advance_ms(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// Echoes the input, except: `{"fail": true}` fails the attempt, `{"hang": true}` never
+/// answers (the function's `timeoutMs` ends it), `{"cold": ms}` answers as a cold start
+/// that took `ms` to initialise.
+struct Scripted;
+
+#[async_trait::async_trait]
+impl Dispatch for Scripted {
+    async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome {
+        let input = request.input.to_value();
+        if input.get("fail") == Some(&Value::Bool(true)) {
+            return Err(ErrorInfo::new(ErrorCode::FunctionError, "asked to fail"));
+        }
+        if input.get("hang") == Some(&Value::Bool(true)) {
+            std::future::pending::<()>().await;
+        }
+        let mut success = DispatchSuccess::warm(request.input);
+        if let Some(init) = input.get("cold").and_then(Value::as_u64) {
+            success.cold_start = true;
+            success.init_duration_ms = Some(init);
+        }
+        Ok(success)
+    }
+}
+
+struct Service {
+    app: Router,
+    state: AppState,
+    scheduler: Scheduler,
+    clock: Arc<ManualClock>,
+}
+
+fn service(config: ApiConfig) -> Service {
+    let clock = Arc::new(ManualClock(AtomicU64::new(1_800_000_000_000)));
+    let metrics = Arc::new(Metrics::with_clock(clock.clone()));
+    let parts = SchedulerParts {
+        clock: clock.clone(),
+        observer: metrics.clone(),
+        ..SchedulerParts::in_memory(Arc::new(Scripted))
+    };
+    // These stories hold invocations in the queue and release them with `:drain-once`,
+    // so sync callers must not move the queue themselves.
+    let scheduler_config = SchedulerConfig {
+        waiters_drive_when_manual: false,
+        ..SchedulerConfig::default()
+    };
+    let scheduler = Scheduler::new(parts, scheduler_config);
+    let state = AppState::new(scheduler.clone(), config, metrics);
+    Service {
+        app: router(state.clone()),
+        state,
+        scheduler,
+        clock,
+    }
+}
+
+/// The API with the admin routes and `runtime` as revision 1.
+fn service_with(runtime: RuntimeConfig) -> Service {
+    service(ApiConfig {
+        admin_api: true,
+        runtime,
+        ..ApiConfig::default()
+    })
+}
+
+/// The sync queue on, admission on, `PT2S` budgets, `Retry-After` at least 2.
+fn sync_queue_admission() -> RuntimeConfig {
+    RuntimeConfig {
+        sync_queue_enabled: true,
+        sync_queue_admission_enabled: true,
+        ..RuntimeConfig::default()
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header on {} {}", self.status, self.text))
+            .to_str()
+            .unwrap()
+    }
+
+    /// Asserts a contract error body with `status` and `code`; returns the body.
+    fn error(&self, status: StatusCode, code: &str) -> Value {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.header("content-type"), "application/json");
+        let body = self.json();
+        assert_eq!(body["error"], code, "{body}");
+        assert!(body["message"].is_string(), "{body}");
+        body
+    }
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Answer {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Answer {
+        status,
+        headers,
+        text: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+fn json_request(method: &str, uri: &str, body: &Value) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+impl Service {
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> Answer {
+        let request = match body {
+            Some(body) => json_request(method, uri, &body),
+            None => Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap(),
+        };
+        send(&self.app, request).await
+    }
+
+    async fn register(&self, spec: Value) {
+        let answer = self.call("POST", "/v1/functions", Some(spec)).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    }
+
+    /// A LOCAL function with these extra spec fields.
+    async fn register_local(&self, name: &str, extra: Value) {
+        let mut spec = json!({"name": name, "image": "i", "executionMode": "LOCAL"});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        self.register(spec).await;
+    }
+
+    async fn enqueue(&self, function: &str, input: Value) -> Answer {
+        let uri = format!("/v1/functions/{function}:enqueue");
+        self.call("POST", &uri, Some(json!({ "input": input })))
+            .await
+    }
+
+    fn invoke_request(function: &str, input: &Value, headers: &[(&str, &str)]) -> Request<Body> {
+        let mut request = json_request(
+            "POST",
+            &format!("/v1/functions/{function}:invoke"),
+            &json!({ "input": input }),
+        );
+        for (name, value) in headers {
+            let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request.headers_mut().insert(name, value.parse().unwrap());
+        }
+        request
+    }
+
+    async fn invoke(&self, function: &str, input: Value, headers: &[(&str, &str)]) -> Answer {
+        send(&self.app, Self::invoke_request(function, &input, headers)).await
+    }
+
+    async fn drain(&self, function: &str) -> bool {
+        let uri = format!("/v1/internal/functions/{function}:drain-once");
+        let answer = self.call("POST", &uri, None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.json()["dispatched"].as_bool().unwrap()
+    }
+
+    fn queued(&self, function: &str) -> usize {
+        self.scheduler
+            .queue_snapshot(function)
+            .unwrap()
+            .queued
+            .len()
+    }
+
+    async fn runtime_config(&self) -> Value {
+        let answer = self.call("GET", "/v1/admin/runtime-config", None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.json()
+    }
+
+    async fn patch(&self, body: Value) -> Answer {
+        self.call("PATCH", "/v1/admin/runtime-config", Some(body))
+            .await
+    }
+
+    async fn scrape(&self) -> Exposition {
+        let answer = self.call("GET", "/actuator/prometheus", None).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(
+            answer.header("content-type"),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        Exposition(answer.text)
+    }
+}
+
+/// Polls a sync caller's `invocation` until `ready()` holds, as a caller that is still
+/// waiting; panics if it is answered first.
+async fn park<F: Future<Output = Answer>>(mut invocation: Pin<&mut F>, ready: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if ready() {
+            return;
+        }
+        if let Poll::Ready(answer) = futures::poll!(invocation.as_mut()) {
+            panic!(
+                "answered instead of waiting: {} {}",
+                answer.status, answer.text
+            );
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the invocation never got to the expected state");
+}
+
+/// A scraped exposition.
+struct Exposition(String);
+
+impl Exposition {
+    /// The value of the sample named exactly `series` (name and labels).
+    fn value(&self, series: &str) -> f64 {
+        self.find(series)
+            .unwrap_or_else(|| panic!("no sample {series} in:\n{}", self.0))
+    }
+
+    fn find(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            Some(value.parse().unwrap())
+        })
+    }
+
+    fn has_line(&self, line: &str) -> bool {
+        self.0.lines().any(|l| l == line)
+    }
+}
+
+// ----- metrics ------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn the_exposition_counts_what_happened_to_each_function() {
+    let service = service(ApiConfig::default());
+    service
+        .register_local("fn", json!({"maxRetries": 2, "timeoutMs": 1000}))
+        .await;
+    service
+        .register_local("slow", json!({"maxRetries": 1, "timeoutMs": 1000}))
+        .await;
+
+    // Waits 250 ms in the queue, then succeeds.
+    service.enqueue("fn", json!({"n": 1})).await;
+    service.clock.advance_ms(250);
+    assert!(service.drain("fn").await);
+    // Fails, is retried, fails again: error.
+    service.enqueue("fn", json!({"fail": true})).await;
+    assert!(service.drain("fn").await);
+    assert!(service.drain("fn").await);
+    // A cold start that took 40 ms to initialise.
+    service.enqueue("fn", json!({"cold": 40})).await;
+    assert!(service.drain("fn").await);
+    // Left in the queue.
+    service.enqueue("fn", json!({"n": 3})).await;
+
+    // `slow` hangs until its timeoutMs: in flight while the scrape looks.
+    service.enqueue("slow", json!({"hang": true})).await;
+    let slow = FunctionName::parse("slow").unwrap();
+    let hanging = service.scheduler.tick_once(&slow).await.unwrap().unwrap();
+    let during = service.scrape().await;
+    assert_eq!(during.value("function_in_flight{function=\"slow\"}"), 1.0);
+    assert_eq!(during.value("function_queue_depth{function=\"slow\"}"), 0.0);
+    hanging.await.unwrap();
+
+    let metrics = service.scrape().await;
+    let fun = |name: &str| metrics.value(&format!("{name}{{function=\"fn\"}}"));
+    assert_eq!(fun("function_enqueue_total"), 4.0);
+    assert_eq!(fun("function_dispatch_total"), 4.0);
+    assert_eq!(fun("function_success_total"), 2.0);
+    assert_eq!(fun("function_error_total"), 1.0);
+    assert_eq!(fun("function_retry_total"), 1.0);
+    assert_eq!(fun("function_timeout_total"), 0.0);
+    assert_eq!(fun("function_cold_start_total"), 1.0);
+    assert_eq!(fun("function_warm_start_total"), 1.0);
+    assert_eq!(fun("function_queue_depth"), 1.0);
+    assert_eq!(fun("function_in_flight"), 0.0);
+    // Four dispatches; only the first waited, 250 ms.
+    assert_eq!(fun("function_queue_wait_ms_count"), 4.0);
+    assert_eq!(fun("function_queue_wait_ms_sum"), 250.0);
+    assert_eq!(
+        metrics.value("function_queue_wait_ms_bucket{le=\"100.0\",function=\"fn\"}"),
+        3.0
+    );
+    assert_eq!(
+        metrics.value("function_queue_wait_ms_bucket{le=\"250.0\",function=\"fn\"}"),
+        4.0
+    );
+    // Three finished executions; the first lived 250 ms from creation to its end.
+    assert_eq!(fun("function_latency_ms_count"), 3.0);
+    assert_eq!(fun("function_e2e_latency_ms_count"), 3.0);
+    assert_eq!(fun("function_e2e_latency_ms_sum"), 250.0);
+    assert_eq!(fun("function_init_duration_ms_count"), 1.0);
+    assert_eq!(fun("function_init_duration_ms_sum"), 40.0);
+
+    let slow = |name: &str| metrics.value(&format!("{name}{{function=\"slow\"}}"));
+    assert_eq!(slow("function_timeout_total"), 1.0);
+    assert_eq!(slow("function_in_flight"), 0.0);
+
+    for counter in [
+        "function_enqueue_total",
+        "function_dispatch_total",
+        "function_success_total",
+        "function_error_total",
+        "function_retry_total",
+        "function_timeout_total",
+        "function_cold_start_total",
+        "function_warm_start_total",
+        "sync_queue_admitted_total",
+        "sync_queue_rejected_total",
+    ] {
+        assert!(
+            metrics.has_line(&format!("# TYPE {counter} counter")),
+            "{counter} is not typed as a counter:\n{}",
+            metrics.0
+        );
+        assert!(
+            metrics.0.contains(&format!("# HELP {counter} ")),
+            "{counter}"
+        );
+    }
+    for gauge in ["function_queue_depth", "function_in_flight"] {
+        assert!(
+            metrics.has_line(&format!("# TYPE {gauge} gauge")),
+            "{gauge}"
+        );
+    }
+    for histogram in [
+        "function_latency_ms",
+        "function_queue_wait_ms",
+        "function_e2e_latency_ms",
+        "function_init_duration_ms",
+        "sync_queue_wait_ms",
+    ] {
+        assert!(
+            metrics.has_line(&format!("# TYPE {histogram} histogram")),
+            "{histogram}"
+        );
+    }
+    assert!(
+        !metrics.0.contains("# EOF"),
+        "OpenMetrics marker in 0.0.4 text"
+    );
+}
+
+#[tokio::test]
+async fn a_removed_function_leaves_the_gauges_and_the_management_port_serves_the_same() {
+    let service = service(ApiConfig::default());
+    service.register_local("gone", json!({})).await;
+    service.enqueue("gone", json!(1)).await;
+    let before = service.scrape().await;
+    assert_eq!(before.value("function_queue_depth{function=\"gone\"}"), 1.0);
+
+    let deleted = service.call("DELETE", "/v1/functions/gone", None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let after = service.scrape().await;
+    assert_eq!(after.find("function_queue_depth{function=\"gone\"}"), None);
+    assert_eq!(after.find("function_in_flight{function=\"gone\"}"), None);
+    // Counters are history: they stay.
+    assert_eq!(
+        after.value("function_enqueue_total{function=\"gone\"}"),
+        1.0
+    );
+
+    let management = management_router(service.state.clone());
+    let scraped = send(
+        &management,
+        Request::get("/actuator/prometheus")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(scraped.status, StatusCode::OK);
+    assert_eq!(scraped.text, after.0);
+    let health = send(
+        &management,
+        Request::get("/actuator/health")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(health.json(), json!({"status": "UP"}));
+}
+
+// ----- runtime configuration ----------------------------------------------------------
+
+#[tokio::test]
+async fn the_admin_routes_do_not_exist_unless_enabled() {
+    let service = service(ApiConfig::default());
+    let get = service.call("GET", "/v1/admin/runtime-config", None).await;
+    get.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let patch = service
+        .patch(json!({"expectedRevision": 1, "rateMaxPerSecond": 1}))
+        .await;
+    patch.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let validate = service
+        .call("POST", "/v1/admin/runtime-config/validate", Some(json!({})))
+        .await;
+    validate.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_change_applies_to_the_next_request_and_needs_the_current_revision() {
+    let service = service_with(RuntimeConfig::default());
+    service.register_local("fn", json!({})).await;
+    assert_eq!(
+        service.runtime_config().await,
+        json!({
+            "revision": 1,
+            "rateMaxPerSecond": 100_000,
+            "syncQueueEnabled": false,
+            "syncQueueAdmissionEnabled": false,
+            "syncQueueMaxEstimatedWait": "PT2S",
+            "syncQueueMaxQueueWait": "PT2S",
+            "syncQueueRetryAfterSeconds": 2,
+        })
+    );
+
+    let changed = service
+        .patch(json!({"expectedRevision": 1, "rateMaxPerSecond": 1, "syncQueueMaxEstimatedWait": "PT0.5S"}))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    let changed = changed.json();
+    assert_eq!(changed["revision"], 2);
+    assert_eq!(changed["effectiveConfig"]["revision"], 2);
+    assert_eq!(changed["effectiveConfig"]["rateMaxPerSecond"], 1);
+    assert_eq!(
+        changed["effectiveConfig"]["syncQueueMaxEstimatedWait"],
+        "PT0.5S"
+    );
+    assert_eq!(changed["appliedAt"], "2027-01-15T08:00:00Z");
+    assert!(
+        changed["changeId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert_eq!(changed["warnings"], json!([]));
+    assert_eq!(service.runtime_config().await, changed["effectiveConfig"]);
+
+    // One request per second now: the first fits, the next is refused and queues nothing.
+    assert_eq!(
+        service.enqueue("fn", json!(1)).await.status,
+        StatusCode::ACCEPTED
+    );
+    let limited = service.invoke("fn", json!(2), &[]).await;
+    limited.error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    assert_eq!(limited.header("retry-after"), "1");
+    assert_eq!(service.queued("fn"), 1);
+    service.clock.advance_ms(1_000);
+    assert_eq!(
+        service.enqueue("fn", json!(3)).await.status,
+        StatusCode::ACCEPTED
+    );
+
+    // Written against revision 1: refused, and nothing changes.
+    let stale = service
+        .patch(json!({"expectedRevision": 1, "rateMaxPerSecond": 500}))
+        .await;
+    let body = stale.error(StatusCode::CONFLICT, "REVISION_MISMATCH");
+    assert_eq!(body["currentRevision"], 2);
+    assert_eq!(service.runtime_config().await["rateMaxPerSecond"], 1);
+
+    // Accepted but pointless settings are applied with a warning.
+    let warned = service
+        .patch(json!({"expectedRevision": 2, "syncQueueAdmissionEnabled": true}))
+        .await
+        .json();
+    assert_eq!(warned["revision"], 3);
+    assert_eq!(
+        warned["warnings"],
+        json!(["syncQueueAdmissionEnabled has no effect while syncQueueEnabled is false"])
+    );
+}
+
+#[tokio::test]
+async fn a_refused_change_changes_nothing() {
+    let service = service_with(RuntimeConfig::default());
+    let before = service.runtime_config().await;
+
+    let semantic = service
+        .patch(json!({
+            "expectedRevision": 1,
+            "rateMaxPerSecond": 0,
+            "syncQueueRetryAfterSeconds": 0,
+            "syncQueueMaxEstimatedWait": "PT10S",
+        }))
+        .await;
+    let body = semantic.error(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_RUNTIME_CONFIG");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{body}");
+    for field in [
+        "rateMaxPerSecond",
+        "syncQueueRetryAfterSeconds",
+        "syncQueueMaxEstimatedWait",
+    ] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.as_str().unwrap().starts_with(field)),
+            "{field} missing from {body}"
+        );
+    }
+
+    let malformed: [(Value, &str); 4] = [
+        (
+            json!({"expectedRevision": 1, "syncQueueMaxQueueWait": "2 seconds"}),
+            "syncQueueMaxQueueWait",
+        ),
+        (
+            json!({"expectedRevision": 1, "syncQueueMaxQueueWait": "-PT1S"}),
+            "syncQueueMaxQueueWait",
+        ),
+        (json!({"rateMaxPerSecond": 5}), "expectedRevision"),
+        (
+            json!({"expectedRevision": 1, "rateMaxPerSecond": "fast"}),
+            "rateMaxPerSecond",
+        ),
+    ];
+    for (patch, field) in malformed {
+        let answer = service.patch(patch.clone()).await;
+        let body = answer.error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        assert_eq!(body["details"][0]["field"], field, "{patch}: {body}");
+    }
+    let not_json = send(
+        &service.app,
+        Request::patch("/v1/admin/runtime-config")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{\"expectedRevision\": "))
+            .unwrap(),
+    )
+    .await;
+    not_json.error(StatusCode::BAD_REQUEST, "MALFORMED_JSON");
+
+    assert_eq!(service.runtime_config().await, before);
+}
+
+#[tokio::test]
+async fn validate_judges_a_change_without_applying_it() {
+    let service = service_with(RuntimeConfig::default());
+    let validate =
+        |body: Value| service.call("POST", "/v1/admin/runtime-config/validate", Some(body));
+    let valid = validate(json!({"rateMaxPerSecond": 7, "syncQueueMaxQueueWait": "PT5S"})).await;
+    assert_eq!(valid.status, StatusCode::OK, "{}", valid.text);
+    assert_eq!(valid.json(), json!({"valid": true}));
+
+    let invalid = validate(json!({"syncQueueMaxQueueWait": "PT0.5S"})).await;
+    let body = invalid.error(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_RUNTIME_CONFIG");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 1, "{body}");
+
+    let malformed = validate(json!({"syncQueueEnabled": "yes"})).await;
+    malformed.error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+
+    let config = service.runtime_config().await;
+    assert_eq!(config["revision"], 1);
+    assert_eq!(config["rateMaxPerSecond"], 100_000);
+}
+
+// ----- admission ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_rate_limited_request_leaves_no_idempotency_claim() {
+    let service = service_with(RuntimeConfig {
+        rate_max_per_second: 1,
+        ..RuntimeConfig::default()
+    });
+    service.register_local("fn", json!({})).await;
+    let keyed = || {
+        let mut request = json_request("POST", "/v1/functions/fn:enqueue", &json!({"input": 1}));
+        request
+            .headers_mut()
+            .insert("Idempotency-Key", "k-1".parse().unwrap());
+        request
+    };
+
+    let first = service.enqueue("fn", json!(0)).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    send(&service.app, keyed())
+        .await
+        .error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    assert_eq!(service.queued("fn"), 1);
+
+    // A second later the same key makes a new execution: the refusal claimed nothing.
+    service.clock.advance_ms(1_000);
+    let accepted = send(&service.app, keyed()).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+    let id = accepted.json()["executionId"].clone();
+    assert_ne!(id, first.json()["executionId"]);
+    service.clock.advance_ms(1_000);
+    let replay = send(&service.app, keyed()).await;
+    assert_eq!(replay.json()["executionId"], id);
+}
+
+#[tokio::test]
+async fn sync_admission_refuses_a_line_as_deep_as_the_queue() {
+    let service = service_with(sync_queue_admission());
+    service.register_local("fn", json!({"queueSize": 2})).await;
+
+    let mut first = pin!(service.invoke("fn", json!(1), &[]));
+    park(first.as_mut(), || service.queued("fn") == 1).await;
+    let mut second = pin!(service.invoke("fn", json!(2), &[]));
+    park(second.as_mut(), || service.queued("fn") == 2).await;
+
+    let refused = service.invoke("fn", json!(3), &[]).await;
+    refused.error(StatusCode::TOO_MANY_REQUESTS, "SYNC_QUEUE_REJECTED");
+    assert_eq!(refused.header("x-queue-reject-reason"), "depth");
+    // No completion rate yet: the configured least wait.
+    assert_eq!(refused.header("retry-after"), "2");
+    assert_eq!(service.queued("fn"), 2);
+
+    assert!(service.drain("fn").await);
+    assert!(service.drain("fn").await);
+    assert_eq!(first.await.json()["status"], "success");
+    assert_eq!(second.await.json()["status"], "success");
+    assert_eq!(service.state.sync_queue_waiting("fn"), 0);
+
+    // The line is empty again: the next caller is let in.
+    let mut next = pin!(service.invoke("fn", json!(4), &[]));
+    park(next.as_mut(), || service.queued("fn") == 1).await;
+    assert!(service.drain("fn").await);
+    assert_eq!(next.await.json()["status"], "success");
+}
+
+#[tokio::test]
+async fn sync_admission_refuses_an_estimated_wait_over_the_limit() {
+    let service = service_with(RuntimeConfig {
+        sync_queue_max_estimated_wait: std::time::Duration::from_millis(500),
+        sync_queue_retry_after_seconds: 1,
+        ..sync_queue_admission()
+    });
+    service.register_local("fn", json!({})).await;
+    // Two completions in one second: 2 per second.
+    for n in 0..2 {
+        service.enqueue("fn", json!(n)).await;
+        assert!(service.drain("fn").await);
+    }
+    service.clock.advance_ms(1_000);
+
+    // Nobody ahead: 0 s. One ahead: 0.5 s, still within the limit.
+    let mut first = pin!(service.invoke("fn", json!(1), &[]));
+    park(first.as_mut(), || service.queued("fn") == 1).await;
+    let mut second = pin!(service.invoke("fn", json!(2), &[]));
+    park(second.as_mut(), || service.queued("fn") == 2).await;
+
+    // Two ahead: 1 s, over the 0.5 s allowed.
+    let refused = service.invoke("fn", json!(3), &[]).await;
+    let body = refused.error(StatusCode::TOO_MANY_REQUESTS, "SYNC_QUEUE_REJECTED");
+    assert_eq!(refused.header("x-queue-reject-reason"), "est_wait");
+    assert_eq!(refused.header("retry-after"), "1");
+    assert!(
+        body["message"].as_str().unwrap().contains("estimated wait"),
+        "{body}"
+    );
+    assert_eq!(service.queued("fn"), 2);
+
+    assert!(service.drain("fn").await);
+    assert!(service.drain("fn").await);
+    assert_eq!(first.await.status, StatusCode::OK);
+    assert_eq!(second.await.status, StatusCode::OK);
+    let metrics = service.scrape().await;
+    assert_eq!(
+        metrics.value("sync_queue_admitted_total{function=\"fn\"}"),
+        2.0
+    );
+    assert_eq!(
+        metrics.value("sync_queue_rejected_total{function=\"fn\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn every_admitted_sync_invocation_gives_its_place_back_once() {
+    let service = service_with(sync_queue_admission());
+    service.register_local("fn", json!({"queueSize": 2})).await;
+    service
+        .register_local("tiny", json!({"queueSize": 1}))
+        .await;
+    let waiting = |function: &str| service.state.sync_queue_waiting(function);
+
+    // Timed out.
+    let timed_out = service
+        .invoke("fn", json!(1), &[("X-Timeout-Ms", "5")])
+        .await;
+    assert_eq!(timed_out.json()["status"], "timeout");
+    assert_eq!(waiting("fn"), 0);
+
+    // A replay is a second caller: it holds a place of its own until answered.
+    let key = [("Idempotency-Key", "k-1")];
+    let mut original = pin!(service.invoke("fn", json!(2), &key));
+    park(original.as_mut(), || service.queued("fn") == 1).await;
+    let mut replay = pin!(service.invoke("fn", json!(2), &key));
+    park(replay.as_mut(), || waiting("fn") == 2).await;
+    service
+        .invoke("fn", json!(3), &[])
+        .await
+        .error(StatusCode::TOO_MANY_REQUESTS, "SYNC_QUEUE_REJECTED");
+    assert!(service.drain("fn").await);
+    let (original, replay) = (original.await.json(), replay.await.json());
+    assert_eq!(original["executionId"], replay["executionId"]);
+    assert_eq!(replay["status"], "success");
+    assert_eq!(waiting("fn"), 0);
+
+    // Refused further down: the queue itself is full.
+    service.enqueue("tiny", json!(0)).await;
+    let full = service.invoke("tiny", json!(1), &[]).await;
+    full.error(StatusCode::TOO_MANY_REQUESTS, "QUEUE_FULL");
+    assert_eq!(full.header("retry-after"), "1");
+    assert_eq!(waiting("tiny"), 0);
+
+    // The client went away: the handler is dropped mid-wait.
+    {
+        let mut gone = pin!(service.invoke("fn", json!(4), &[]));
+        park(gone.as_mut(), || service.queued("fn") == 1).await;
+        assert_eq!(waiting("fn"), 1);
+    }
+    assert_eq!(waiting("fn"), 0);
+
+    let metrics = service.scrape().await;
+    let fun = |name: &str| metrics.value(&format!("{name}{{function=\"fn\"}}"));
+    assert_eq!(fun("sync_queue_admitted_total"), 4.0);
+    assert_eq!(fun("sync_queue_rejected_total"), 1.0);
+    assert_eq!(fun("sync_queue_wait_ms_count"), 4.0);
+    assert_eq!(
+        metrics.value("sync_queue_admitted_total{function=\"tiny\"}"),
+        1.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sync_invocation_queued_past_the_max_queue_wait_ends_as_queue_timeout() {
+    let service = service_with(RuntimeConfig {
+        sync_queue_enabled: true,
+        sync_queue_max_estimated_wait: std::time::Duration::from_secs(1),
+        sync_queue_max_queue_wait: std::time::Duration::from_secs(1),
+        ..RuntimeConfig::default()
+    });
+    service.register_local("fn", json!({})).await;
+
+    // Nothing dispatches: after 1 s in the queue it ends, well before its 30 s timeout.
+    let answer = service.invoke("fn", json!(1), &[]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let body = answer.json();
+    assert_eq!(body["status"], "timeout");
+    assert_eq!(body["error"]["code"], "QUEUE_TIMEOUT");
+    assert!(
+        !service.drain("fn").await,
+        "a queue timeout is never dispatched"
+    );
+    assert_eq!(service.state.sync_queue_waiting("fn"), 0);
+
+    // Dispatched in time, it runs to its answer.
+    service.scheduler.start_background();
+    let answer = service.invoke("fn", json!(2), &[]).await;
+    assert_eq!(answer.json()["status"], "success");
+    service
+        .scheduler
+        .shutdown(std::time::Duration::from_secs(1))
+        .await;
+}
