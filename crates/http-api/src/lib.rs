@@ -5,8 +5,10 @@
 //! contract's errors (415 wrong content type, 413 over [`ApiConfig::max_body_bytes`],
 //! 400 malformed JSON or invalid fields), and the one mapping of every error to the
 //! JSON error body `{"error", "message", "details"?}` ([`ApiError`]), including axum's
-//! own rejections, unknown routes (404) and wrong methods (405). Also
-//! [`health_router`], the `/actuator/health*` routes the management port serves.
+//! own rejections, unknown routes (404) and wrong methods (405, with `Allow`). Also
+//! [`health_router`], the `/actuator/health*` routes the management port serves, and
+//! `GET /openapi.json`, the OpenAPI document generated from the handlers (`openapi.rs`
+//! says how to document a new route).
 //!
 //! Must not know: how functions are reached (no dependency on `dispatcher`; the
 //! binary hands the [`Scheduler`] a `Dispatch`), how records are stored (the scheduler
@@ -41,6 +43,8 @@
 mod body;
 mod error;
 mod handlers;
+mod openapi;
+mod views;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -113,6 +117,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/internal/functions/{name_action}",
             post(handlers::internal_function_action),
         )
+        .route("/openapi.json", get(openapi::openapi_json))
         .with_state(state);
     finish(api.merge(health_routes()), limit)
 }
@@ -133,6 +138,7 @@ fn finish(router: Router, limit: usize) -> Router {
     router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(axum::middleware::from_fn(openapi::allow_on_405))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(error::json_errors_only))
 }
