@@ -135,10 +135,16 @@ fn health_routes() -> Router {
 }
 
 fn finish(router: Router, limit: usize) -> Router {
-    router
+    let routed = router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(axum::middleware::from_fn(openapi::allow_on_405))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::map_response(error::json_errors_only))
+        .layer(axum::middleware::map_response(error::json_errors_only));
+    // axum adds its own `Allow` (every method of the registered route, which for a
+    // `{name_action}` route mixes the function's and its actions' methods) after every
+    // layer of `routed` has run; only a layer around the whole router sees it and can
+    // replace it with the documented resource's methods.
+    Router::new()
+        .fallback_service(routed)
+        .layer(axum::middleware::from_fn(openapi::allow_on_405))
 }

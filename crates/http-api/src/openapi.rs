@@ -154,9 +154,7 @@ pub(crate) async fn openapi_json() -> Json<&'static Document> {
 pub(crate) async fn allow_on_405(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED
-        || response.headers().contains_key(header::ALLOW)
-    {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }
     match allowed_methods(&path) {
