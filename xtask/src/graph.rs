@@ -6,7 +6,7 @@
 //!
 //! | crate | may depend on (normal and build dependencies) |
 //! |---|---|
-//! | core-types | no workspace crate; externally only serde, serde_json, thiserror, async-trait, jiff |
+//! | core-types | no workspace crate; externally only serde, serde_json, thiserror, async-trait, jiff, utoipa (optional, feature `openapi`) |
 //! | queue, store, dispatcher | core-types |
 //! | scheduler | core-types, queue, store (never dispatcher: it talks to the `Dispatch` port) |
 //! | http-api | core-types, queue, store, scheduler (never dispatcher: it never talks to runtimes) |
@@ -130,7 +130,17 @@ const POLICY: &[Rule] = &[
     Rule {
         krate: "core-types",
         internal: Allowed::Only(&[]),
-        external: Some(&["serde", "serde_json", "thiserror", "async-trait", "jiff"]),
+        // utoipa: `ToSchema` for the wire types, behind the optional `openapi` feature that
+        // only http-api enables, so the API's OpenAPI document is generated from the real
+        // types; no other user of core-types builds it.
+        external: Some(&[
+            "serde",
+            "serde_json",
+            "thiserror",
+            "async-trait",
+            "jiff",
+            "utoipa",
+        ]),
     },
     Rule {
         krate: "queue",
@@ -309,6 +319,7 @@ mod tests {
                 .external("thiserror", Normal)
                 .external("async-trait", Normal)
                 .external("jiff", Normal)
+                .external("utoipa", Normal)
                 .external("insta", Dev)
                 .external("tokio", Dev),
             Member::new("queue")

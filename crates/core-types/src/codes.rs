@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A machine-readable error code (`SCREAMING_SNAKE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The function answered with a non-2xx status.

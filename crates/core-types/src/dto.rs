@@ -9,6 +9,7 @@ use crate::{ErrorCode, ErrorInfo, ExecutionId, ExecutionState, FunctionName, Pay
 
 /// One problem with a request: which field, and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// The field (`$` for the whole body), dotted for nested fields.
     pub field: String,
@@ -28,8 +29,10 @@ impl ErrorDetail {
 
 /// The JSON body of every error the server produces.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The code, e.g. `VALIDATION_ERROR`.
+    #[cfg_attr(feature = "openapi", schema(value_type = ErrorCode))]
     pub error: String,
     /// Human-readable explanation.
     pub message: String,
@@ -51,6 +54,7 @@ impl ErrorBody {
 
 /// `POST /v1/functions/{name}:invoke` and `:enqueue` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvocationRequest {
     /// Any JSON value except `null`.
     pub input: Payload,
@@ -99,6 +103,7 @@ impl InvocationRequest {
 
 /// The answer to an invocation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct InvocationResponse {
     /// The execution's id (also in the `X-Execution-Id` header).
@@ -115,6 +120,7 @@ pub struct InvocationResponse {
 
 /// `GET /v1/executions/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionStatus {
     /// The execution's id.
@@ -155,6 +161,7 @@ pub struct ExecutionStatus {
 /// `POST /v1/internal/executions/{id}:complete` body: either
 /// `{"status", "output"?, "error"?}` or the runtimes' `{"success", "output"?, "error"?}`.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompletionRequest {
     /// `success`, `error` or `timeout`.
     #[serde(default)]

@@ -9,6 +9,7 @@ use crate::ErrorCode;
 
 /// Where an execution is in its life. Lowercase on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionState {
     /// Waiting in its function's queue (first attempt or a retry).
@@ -86,8 +87,10 @@ impl fmt::Display for ExecutionState {
 /// The `error` object of an execution: `{"code", "message"}`. Runtimes may report codes
 /// of their own, so the code is text rather than an [`ErrorCode`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     /// Machine-readable code.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub code: Cow<'static, str>,
     /// Human-readable explanation.
     #[serde(default)]

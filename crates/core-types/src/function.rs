@@ -14,6 +14,7 @@ use crate::{ErrorDetail, FunctionName};
 
 /// How invocations of a function are run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ExecutionMode {
     /// Built in: the output is the input.
@@ -26,6 +27,7 @@ pub enum ExecutionMode {
 
 /// How the function's runtime receives an invocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RuntimeMode {
     /// An HTTP request per invocation.
@@ -38,6 +40,7 @@ pub enum RuntimeMode {
 
 /// Who scales a `DEPLOYMENT` function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ScalingStrategy {
     /// The control plane.
@@ -50,6 +53,7 @@ pub enum ScalingStrategy {
 
 /// What a scaling rule watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ScalingMetricType {
     /// Queued invocations per replica.
@@ -66,6 +70,7 @@ pub enum ScalingMetricType {
 
 /// One scaling rule: keep `type` near `target`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScalingMetric {
     /// The metric watched.
     #[serde(rename = "type")]
@@ -76,6 +81,7 @@ pub struct ScalingMetric {
 
 /// How a `DEPLOYMENT` function scales.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingConfig {
     /// Who scales.
@@ -90,6 +96,7 @@ pub struct ScalingConfig {
 
 /// Resource requests of a replica, kept as given (`"500m"`, `"256Mi"`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resources {
     /// CPU request.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +109,7 @@ pub struct Resources {
 /// A function with every default resolved. Only [`FunctionSpec::from_json`] makes one
 /// from user input, so a `FunctionSpec` is always valid.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionSpec {
     /// Unique name.
@@ -109,19 +117,28 @@ pub struct FunctionSpec {
     /// Container image (non-blank).
     pub image: String,
     /// How invocations are run.
+    #[cfg_attr(feature = "openapi", schema(default = "DEPLOYMENT"))]
     pub execution_mode: ExecutionMode,
     /// How the runtime receives an invocation.
+    #[cfg_attr(feature = "openapi", schema(default = "HTTP"))]
     pub runtime_mode: RuntimeMode,
     /// Where `POOL` (and provider-less `DEPLOYMENT`) invocations are sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// Per-attempt dispatch timeout, 1..=300000 ms.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(default = 30000, minimum = 1, maximum = 300000)
+    )]
     pub timeout_ms: u64,
     /// Most in-flight dispatches.
+    #[cfg_attr(feature = "openapi", schema(default = 4, minimum = 1))]
     pub concurrency: u32,
     /// Most queued invocations.
+    #[cfg_attr(feature = "openapi", schema(default = 100, minimum = 1))]
     pub queue_size: u32,
     /// Total attempts (0 and 1 both mean one attempt).
+    #[cfg_attr(feature = "openapi", schema(default = 3))]
     pub max_retries: u32,
     /// Container command.
     pub command: Vec<String>,
@@ -590,5 +607,38 @@ mod tests {
         assert_eq!(out["timeoutMs"], 30000);
         assert_eq!(out["resources"], json!({"cpu": "1"}));
         assert!(out.get("scalingConfig").is_none());
+    }
+
+    /// The API document promises these defaults; they must be the ones applied.
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn documented_defaults_are_the_applied_ones() {
+        let schema =
+            serde_json::to_value(<FunctionSpec as utoipa::PartialSchema>::schema()).unwrap();
+        let resolved = serde_json::to_value(
+            FunctionSpec::from_json(&json!({"name": "f", "image": "i"})).unwrap(),
+        )
+        .unwrap();
+        let documented: Vec<&String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter_map(|(field, property)| {
+                let default = property.get("default")?;
+                assert_eq!(&resolved[field], default, "default of {field}");
+                Some(field)
+            })
+            .collect();
+        assert_eq!(
+            documented,
+            [
+                "concurrency",
+                "executionMode",
+                "maxRetries",
+                "queueSize",
+                "runtimeMode",
+                "timeoutMs"
+            ]
+        );
     }
 }

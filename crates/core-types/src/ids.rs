@@ -112,6 +112,48 @@ free_form_id!(ExecutionId);
 free_form_id!(IdempotencyKey);
 free_form_id!(TraceId);
 
+/// What each id is on the wire, for the API's OpenAPI document: a plain string (the
+/// derive would describe the `Arc<str>` inside as an object).
+#[cfg(feature = "openapi")]
+mod schema {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    macro_rules! string_schema {
+        ($name:ident, $description:literal $(, pattern = $pattern:literal)?) => {
+            impl utoipa::PartialSchema for super::$name {
+                fn schema() -> RefOr<Schema> {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .description(Some($description))
+                        $(.pattern(Some($pattern)))?
+                        .into()
+                }
+            }
+
+            impl utoipa::ToSchema for super::$name {}
+        };
+    }
+
+    string_schema!(
+        FunctionName,
+        "A function's name.",
+        pattern = "^[a-zA-Z][a-zA-Z0-9._-]{0,62}$"
+    );
+    string_schema!(
+        ExecutionId,
+        "The id of one execution; it stays the same across retries."
+    );
+    string_schema!(
+        IdempotencyKey,
+        "A client's idempotency key, scoped per function."
+    );
+    string_schema!(
+        TraceId,
+        "A trace id carried from the client to the function."
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

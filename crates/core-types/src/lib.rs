@@ -9,7 +9,8 @@
 //!
 //! Must not know: queues, storage, HTTP servers or clients, async runtimes. It depends
 //! only on serde, serde_json, thiserror, async-trait and jiff (for RFC 3339 and
-//! ISO-8601 text), so every other crate can build on it.
+//! ISO-8601 text), so every other crate can build on it. The optional `openapi` feature
+//! (for http-api's OpenAPI document) adds utoipa and `ToSchema` on the wire types.
 //!
 //! ```
 //! use core_types::{ExecutionState, FunctionSpec};

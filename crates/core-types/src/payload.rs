@@ -85,6 +85,22 @@ impl<'de> Deserialize<'de> for Payload {
     }
 }
 
+/// A payload is whatever JSON the client or the function sent; the control plane never
+/// constrains it, so its schema is "any value" (the raw text inside is not the wire form).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Payload {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .description(Some("Any JSON value, passed through unchanged."))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Payload {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,6 @@ use scheduler::{
 use crate::admission::Rejection;
 use crate::runtime_config::ConfigChangeError;
 
-/// Why a sync invocation was refused by sync-queue admission (`depth`, `est_wait`).
-const X_QUEUE_REJECT_REASON: &str = "x-queue-reject-reason";
-
 /// Seconds a client is told to wait after a 429 (`Retry-After`).
 const RETRY_AFTER_SECONDS: &str = "1";
 
@@ -212,7 +209,10 @@ impl IntoResponse for ApiError {
             );
         }
         if let Some(reason) = reject_reason {
-            headers.insert(X_QUEUE_REJECT_REASON, HeaderValue::from_static(reason));
+            headers.insert(
+                core_types::headers::X_QUEUE_REJECT_REASON,
+                HeaderValue::from_static(reason),
+            );
         }
         response
     }

@@ -17,7 +17,13 @@ use serde_json::{Value, json};
 use store::{ExecutionRecord, RegisteredFunction};
 
 use crate::body::parse_json;
+use crate::openapi::{
+    EnqueueOperation, FunctionSpecInput, InvokeOperation, LivenessOperation, ReadinessOperation,
+};
+use crate::views::{Drained, FunctionView, Health};
 use crate::{ApiError, AppState};
+// Named by the `#[utoipa::path]` annotations.
+use core_types::{ErrorBody, ExecutionStatus};
 
 use core_types::headers::{IDEMPOTENCY_KEY, X_DISPATCH_ATTEMPT, X_TIMEOUT_MS, X_TRACE_ID};
 
@@ -28,23 +34,7 @@ const X_EXECUTION_ID: HeaderName = HeaderName::from_static(core_types::headers::
 /// The JSON view of a registered function: the resolved spec plus the modes and
 /// `createdAt`.
 fn function_view(function: &RegisteredFunction) -> Value {
-    let mut view = serde_json::to_value(&*function.spec).unwrap_or_else(|_| json!({}));
-    if let Value::Object(map) = &mut view {
-        let mode = |mode| serde_json::to_value(mode).unwrap_or(Value::Null);
-        map.insert(
-            "requestedExecutionMode".into(),
-            mode(function.spec.execution_mode),
-        );
-        map.insert(
-            "effectiveExecutionMode".into(),
-            mode(function.effective_mode),
-        );
-        map.insert(
-            "createdAt".into(),
-            serde_json::to_value(function.created_at).unwrap_or(Value::Null),
-        );
-    }
-    view
+    serde_json::to_value(FunctionView::of(function)).unwrap_or_else(|_| json!({}))
 }
 
 fn function_not_found(name: &str) -> ApiError {
@@ -57,6 +47,22 @@ fn parse_name(text: &str) -> Result<FunctionName, ApiError> {
 }
 
 /// `POST /v1/functions`.
+#[utoipa::path(
+    post,
+    path = "/v1/functions",
+    tag = "functions",
+    summary = "Register a function",
+    request_body = FunctionSpecInput,
+    responses(
+        (status = 201, description = "Registered; every default filled in", body = FunctionView),
+        (status = 400, description = "`MALFORMED_JSON`, or `VALIDATION_ERROR` listing every invalid field", body = ErrorBody),
+        (status = 409, description = "`FUNCTION_EXISTS`: the name is taken", body = ErrorBody),
+        (status = 503, description = "`PROVIDER_UNAVAILABLE`: a `DEPLOYMENT` function no provider can run and without `endpointUrl`, or provisioning failed; nothing stays registered", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not declared as JSON", body = ErrorBody),
+    )
+)]
 pub(crate) async fn register_function(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -70,6 +76,13 @@ pub(crate) async fn register_function(
 }
 
 /// `GET /v1/functions`.
+#[utoipa::path(
+    get,
+    path = "/v1/functions",
+    tag = "functions",
+    summary = "List the registered functions, sorted by name",
+    responses((status = 200, description = "Every registered function", body = Vec<FunctionView>))
+)]
 pub(crate) async fn list_functions(State(state): State<AppState>) -> Json<Vec<Value>> {
     let mut functions = state.scheduler.functions().await;
     functions.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
@@ -77,6 +90,17 @@ pub(crate) async fn list_functions(State(state): State<AppState>) -> Json<Vec<Va
 }
 
 /// `GET /v1/functions/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}",
+    tag = "functions",
+    summary = "Read a registered function",
+    params(("name" = FunctionName, Path, description = "The function's name")),
+    responses(
+        (status = 200, description = "The function", body = FunctionView),
+        (status = 404, description = "`NOT_FOUND`: no such function", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get_function(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -90,6 +114,18 @@ pub(crate) async fn get_function(
 }
 
 /// `DELETE /v1/functions/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/functions/{name}",
+    tag = "functions",
+    summary = "Remove a function",
+    description = "Its queued executions end in `error` with `FUNCTION_REMOVED`; running ones finish.",
+    params(("name" = FunctionName, Path, description = "The function's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "`NOT_FOUND`: no such function", body = ErrorBody),
+    )
+)]
 pub(crate) async fn delete_function(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -101,6 +137,22 @@ pub(crate) async fn delete_function(
 }
 
 /// `PUT /v1/functions/{name}/replicas` with `{"replicas": n}`, `n >= 0`.
+#[utoipa::path(
+    put,
+    path = "/v1/functions/{name}/replicas",
+    tag = "functions",
+    summary = "Set the replica count of a DEPLOYMENT function",
+    params(("name" = FunctionName, Path, description = "The function's name")),
+    request_body(content = Object, description = "`{\"replicas\": n}` with `n >= 0`"),
+    responses(
+        (status = 200, description = "`{\"function\": name, \"replicas\": n}`", body = Object),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad count, or the function has no managed deployment", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such function", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
+        (status = 503, description = "`PROVIDER_UNAVAILABLE`: the deployment provider failed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    )
+)]
 pub(crate) async fn set_replicas(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -120,6 +172,65 @@ pub(crate) async fn set_replicas(
 }
 
 /// `POST /v1/functions/{name}:{action}` (`invoke`, `enqueue`).
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}:invoke",
+    impl_for = InvokeOperation,
+    operation_id = "invoke",
+    summary = "Invoke a function and wait for its result",
+    description = "Queues the invocation like any other and waits for its end, at most \
+                   `X-Timeout-Ms` (else the function's `timeoutMs`). Every finished invocation \
+                   answers 200, whatever its status; a wait that runs out ends it as `timeout`.",
+    params(
+        ("name" = FunctionName, Path, description = "The function's name"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Within the key's TTL the same key returns the same execution (shared with `:enqueue`, scoped per function)"),
+        ("X-Trace-Id" = Option<String>, Header, nullable = false, description = "Passed on to the function"),
+        ("X-Timeout-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 300000, description = "How long to wait for the result"),
+    ),
+    request_body = InvocationRequest,
+    responses(
+        (status = 200, description = "The invocation finished (`success`, `error` or `timeout`)", body = InvocationResponse,
+            headers(("X-Execution-Id" = String, description = "The execution's id"))),
+        (status = 400, description = "`MALFORMED_JSON`, or `VALIDATION_ERROR` (body or `X-Timeout-Ms`)", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such function", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED` with a different request", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`, `SYNC_QUEUE_REJECTED` (sync-queue admission; see `X-Queue-Reject-Reason`) or `QUEUE_FULL`; nothing was queued", body = ErrorBody,
+            headers(
+                ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+                ("X-Queue-Reject-Reason" = String, description = "`depth` or `est_wait`, on sync-queue rejections"),
+            )),
+        (status = 503, description = "`SHUTDOWN`: the control plane is stopping", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    )
+)]
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}:enqueue",
+    impl_for = EnqueueOperation,
+    operation_id = "enqueue",
+    summary = "Queue an invocation of a function",
+    params(
+        ("name" = FunctionName, Path, description = "The function's name"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Within the key's TTL the same key returns the same execution (shared with `:invoke`, scoped per function)"),
+        ("X-Trace-Id" = Option<String>, Header, nullable = false, description = "Passed on to the function"),
+    ),
+    request_body = InvocationRequest,
+    responses(
+        (status = 202, description = "Queued (`status` is `queued`)", body = InvocationResponse,
+            headers(("X-Execution-Id" = String, description = "The execution's id"))),
+        (status = 400, description = "`MALFORMED_JSON` or `VALIDATION_ERROR`", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such function", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED` with a different request", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED` or `QUEUE_FULL`; no execution exists", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "`SHUTDOWN`: the control plane is stopping", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    )
+)]
 pub(crate) async fn function_action(
     State(state): State<AppState>,
     Path(segment): Path<String>,
@@ -247,6 +358,18 @@ fn submit_options(headers: &HeaderMap) -> Result<SubmitOptions, ApiError> {
 // ----- executions --------------------------------------------------------------------
 
 /// `GET /v1/executions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/executions/{id}",
+    tag = "invocations",
+    summary = "Read an execution",
+    description = "A finished execution stays readable for the execution TTL.",
+    params(("id" = ExecutionId, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution", body = ExecutionStatus),
+        (status = 404, description = "`NOT_FOUND`: no such execution (or its TTL has passed)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get_execution(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -260,6 +383,28 @@ pub(crate) async fn get_execution(
 }
 
 /// `POST /v1/internal/executions/{id}:complete`.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/executions/{id}:complete",
+    tag = "internal",
+    operation_id = "complete",
+    summary = "A runtime reports how an execution ended",
+    description = "The first completion of the current attempt wins; later ones, and callbacks \
+                   for older attempts, are ignored. Completing a queued execution removes it \
+                   from its queue.",
+    params(
+        ("id" = ExecutionId, Path, description = "The execution's id"),
+        ("X-Dispatch-Attempt" = Option<u32>, Header, nullable = false, minimum = 1, description = "The attempt this callback is for (1-based)"),
+    ),
+    request_body = CompletionRequest,
+    responses(
+        (status = 204, description = "Applied, or ignored because the execution already ended"),
+        (status = 400, description = "`MALFORMED_JSON`, or `VALIDATION_ERROR` (body or `X-Dispatch-Attempt`)", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such execution", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn execution_action(
     State(state): State<AppState>,
     Path(segment): Path<String>,
@@ -299,10 +444,25 @@ pub(crate) async fn execution_action(
 }
 
 /// `POST /v1/internal/functions/{name}:drain-once`.
+#[utoipa::path(
+    post,
+    path = "/v1/internal/functions/{name}:drain-once",
+    tag = "internal",
+    operation_id = "drain_once",
+    summary = "Dispatch at most one queued invocation and wait for that attempt",
+    description = "Respects the function's concurrency; answers only after the attempt has \
+                   finished and the execution's state is updated (terminal, or queued again).",
+    params(("name" = FunctionName, Path, description = "The function's name")),
+    responses(
+        (status = 200, description = "Whether an invocation was dispatched", body = Drained),
+        (status = 404, description = "`NOT_FOUND`: no such function", body = ErrorBody),
+        (status = 500, description = "`INTERNAL_ERROR`: the dispatch task failed", body = ErrorBody),
+    )
+)]
 pub(crate) async fn internal_function_action(
     State(state): State<AppState>,
     Path(segment): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Drained>, ApiError> {
     let Some((name, "drain-once")) = segment.rsplit_once(':') else {
         return Err(ApiError::NotFound(format!(
             "no internal function route {segment:?} (expected {{name}}:drain-once)"
@@ -318,14 +478,37 @@ pub(crate) async fn internal_function_action(
             true
         }
     };
-    Ok(Json(json!({ "dispatched": dispatched })))
+    Ok(Json(Drained { dispatched }))
 }
 
 // ----- health and fallbacks ----------------------------------------------------------
 
 /// `GET /actuator/health` and its liveness/readiness variants.
-pub(crate) async fn health() -> Json<Value> {
-    Json(json!({ "status": "UP" }))
+#[utoipa::path(
+    get,
+    path = "/actuator/health",
+    tag = "health",
+    summary = "Whether the process is up",
+    responses((status = 200, description = "Up", body = Health))
+)]
+#[utoipa::path(
+    get,
+    path = "/actuator/health/liveness",
+    impl_for = LivenessOperation,
+    operation_id = "liveness",
+    summary = "Liveness probe",
+    responses((status = 200, description = "Up", body = Health))
+)]
+#[utoipa::path(
+    get,
+    path = "/actuator/health/readiness",
+    impl_for = ReadinessOperation,
+    operation_id = "readiness",
+    summary = "Readiness probe",
+    responses((status = 200, description = "Up", body = Health))
+)]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health::UP)
 }
 
 /// Any route that does not exist.

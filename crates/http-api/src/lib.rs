@@ -5,9 +5,11 @@
 //! contract's errors (415 wrong content type, 413 over [`ApiConfig::max_body_bytes`],
 //! 400 malformed JSON or invalid fields), and the one mapping of every error to the
 //! JSON error body `{"error", "message", "details"?}` ([`ApiError`]), including axum's
-//! own rejections, unknown routes (404) and wrong methods (405). Also
+//! own rejections, unknown routes (404) and wrong methods (405, with `Allow`). Also
 //! [`management_router`], the `/actuator/health*` and `/actuator/prometheus` routes
-//! the management port serves (the API port serves them too).
+//! the management port serves (the API port serves them too), and `GET /openapi.json`,
+//! the OpenAPI document generated from the handlers (`openapi.rs` says how to document
+//! a new route).
 //!
 //! The service around the operations: [`Metrics`] (the Prometheus exposition, fed as
 //! the scheduler's observer), the runtime configuration and its admin routes
@@ -56,7 +58,9 @@ mod body;
 mod error;
 mod handlers;
 mod metrics;
+mod openapi;
 mod runtime_config;
+mod views;
 
 use std::sync::Arc;
 
@@ -176,7 +180,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/internal/functions/{name_action}",
             post(handlers::internal_function_action),
-        );
+        )
+        .route("/openapi.json", get(openapi::openapi_json));
     if state.config.admin_api {
         api = api.merge(runtime_config::routes());
     }
@@ -197,9 +202,16 @@ fn actuator_routes() -> Router<AppState> {
 }
 
 fn finish(router: Router, limit: usize) -> Router {
-    router
+    let routed = router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::map_response(error::json_errors_only))
+        .layer(axum::middleware::map_response(error::json_errors_only));
+    // axum adds its own `Allow` (every method of the registered route, which for a
+    // `{name_action}` route mixes the function's and its actions' methods) after every
+    // layer of `routed` has run; only a layer around the whole router sees it and can
+    // replace it with the documented resource's methods.
+    Router::new()
+        .fallback_service(routed)
+        .layer(axum::middleware::from_fn(openapi::allow_on_405))
 }

@@ -459,6 +459,15 @@ fn to_text_format(openmetrics: &str) -> String {
 }
 
 /// `GET /actuator/prometheus`.
+#[utoipa::path(
+    get,
+    path = "/actuator/prometheus",
+    tag = "health",
+    summary = "The metrics, in the Prometheus text format 0.0.4",
+    responses(
+        (status = 200, description = "Counters, gauges and histograms labelled by `function`", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+    )
+)]
 pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state.metrics().render(state.scheduler()).await;
     let mut response = text.into_response();

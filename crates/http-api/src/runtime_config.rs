@@ -26,6 +26,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
+use core_types::ErrorBody;
 use core_types::{Clock, ErrorDetail, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -374,14 +375,17 @@ fn duration(value: &Value) -> Result<Duration, String> {
 }
 
 /// The wire view of the configuration in force.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ConfigView {
+#[schema(as = RuntimeConfigView)]
+pub(crate) struct ConfigView {
     revision: u64,
     rate_max_per_second: u32,
     sync_queue_enabled: bool,
     sync_queue_admission_enabled: bool,
+    #[schema(example = "PT2S")]
     sync_queue_max_estimated_wait: String,
+    #[schema(example = "PT2S")]
     sync_queue_max_queue_wait: String,
     sync_queue_retry_after_seconds: u32,
 }
@@ -404,9 +408,10 @@ impl From<&Applied> for ConfigView {
 }
 
 /// The answer to an applied `PATCH`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Change {
+#[schema(as = RuntimeConfigChange)]
+pub(crate) struct Change {
     revision: u64,
     effective_config: ConfigView,
     applied_at: Timestamp,
@@ -439,13 +444,39 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// `GET /v1/admin/runtime-config`.
-async fn get_config(State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/v1/admin/runtime-config",
+    tag = "admin",
+    summary = "The runtime configuration in force (only with --admin-api)",
+    responses(
+        (status = 200, description = "The configuration and its revision", body = ConfigView),
+    )
+)]
+pub(crate) async fn get_config(State(state): State<AppState>) -> Json<Value> {
     let applied = state.live_config().current();
     Json(json!(ConfigView::from(&*applied)))
 }
 
 /// `PATCH /v1/admin/runtime-config`.
-async fn patch_config(
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/runtime-config",
+    tag = "admin",
+    summary = "Change the runtime configuration (only with --admin-api)",
+    description = "`expectedRevision` is required and must be the current revision; any of \
+                   the configuration's fields may be given (durations as ISO-8601 strings). \
+                   Applies to live traffic at once; a refused patch changes nothing.",
+    request_body = Object,
+    responses(
+        (status = 200, description = "Applied", body = Change),
+        (status = 400, description = "`MALFORMED_JSON`, or `VALIDATION_ERROR` (wrong type, bad duration, missing `expectedRevision`)", body = ErrorBody),
+        (status = 409, description = "`REVISION_MISMATCH`; the body also carries `currentRevision`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
+        (status = 422, description = "`INVALID_RUNTIME_CONFIG`; the body also lists every problem in `errors`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn patch_config(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -475,7 +506,20 @@ async fn patch_config(
 /// `POST /v1/admin/runtime-config/validate`: the same body as `PATCH`
 /// (`expectedRevision` optional and not compared), checked against the configuration
 /// in force and applied to nothing.
-async fn validate_config(
+#[utoipa::path(
+    post,
+    path = "/v1/admin/runtime-config/validate",
+    tag = "admin",
+    summary = "Check a runtime-configuration patch without applying it (only with --admin-api)",
+    request_body = Object,
+    responses(
+        (status = 200, description = "`{\"valid\": true}`", body = Object),
+        (status = 400, description = "`MALFORMED_JSON` or `VALIDATION_ERROR`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
+        (status = 422, description = "`INVALID_RUNTIME_CONFIG`; the body also lists every problem in `errors`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn validate_config(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
