@@ -255,6 +255,29 @@ impl Call {
         self
     }
 
+    /// A one-line description for failure messages (long parts cut).
+    pub(crate) fn describe(&self) -> String {
+        let cut = |text: &str| -> String {
+            if text.chars().count() <= 80 {
+                text.to_owned()
+            } else {
+                format!("{}...", text.chars().take(80).collect::<String>())
+            }
+        };
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        format!(
+            "{} {} [{}] {:?}",
+            self.method,
+            cut(&self.uri),
+            headers.join(", "),
+            cut(&String::from_utf8_lossy(&self.body))
+        )
+    }
+
     fn to_request(&self) -> Request<Body> {
         let mut builder = Request::builder()
             .method(self.method.clone())
@@ -414,10 +437,15 @@ impl Api {
 
     /// Sends `call` without recording it.
     pub(crate) async fn send(&self, call: &Call) -> Answer {
+        self.send_request(call.to_request()).await
+    }
+
+    /// Sends a request built by hand (e.g. with a streamed body).
+    pub(crate) async fn send_request(&self, request: Request<Body>) -> Answer {
         let response = self
             .app
             .clone()
-            .oneshot(call.to_request())
+            .oneshot(request)
             .await
             .expect("the router is infallible");
         let status = response.status();
