@@ -17,6 +17,7 @@ pub(crate) enum Step {
     Fmt,
     Tidy,
     Clippy,
+    BuildBinary,
     Test,
     DocTest,
     Doc,
@@ -28,6 +29,7 @@ pub(crate) const STEPS: &[Step] = &[
     Step::Fmt,
     Step::Tidy,
     Step::Clippy,
+    Step::BuildBinary,
     Step::Test,
     Step::DocTest,
     Step::Doc,
@@ -47,6 +49,7 @@ impl Step {
             Step::Fmt => "fmt",
             Step::Tidy => "tidy",
             Step::Clippy => "clippy",
+            Step::BuildBinary => "build-binary",
             Step::Test => "test",
             Step::DocTest => "doctest",
             Step::Doc => "doc",
@@ -71,6 +74,19 @@ impl Step {
                     "--",
                     "-D",
                     "warnings",
+                ]);
+            }
+            Step::BuildBinary => {
+                // The end-to-end tests (`tests/tests/e2e.rs`) start the real binary and
+                // run this same command to find it; built here, their run finds it
+                // fresh instead of one test process building it while the rest wait.
+                command.args([
+                    "build",
+                    "--locked",
+                    "--package",
+                    "control-plane",
+                    "--bin",
+                    "control-plane",
                 ]);
             }
             Step::Test => {
@@ -190,7 +206,16 @@ mod tests {
         let names: Vec<_> = STEPS.iter().map(|step| step.name()).collect();
         assert_eq!(
             names,
-            ["fmt", "tidy", "clippy", "test", "doctest", "doc", "parity"]
+            [
+                "fmt",
+                "tidy",
+                "clippy",
+                "build-binary",
+                "test",
+                "doctest",
+                "doc",
+                "parity"
+            ]
         );
     }
 
@@ -200,6 +225,10 @@ mod tests {
         assert_eq!(
             shown(Step::Clippy, true),
             "cargo clippy --workspace --all-targets --locked -- -D warnings"
+        );
+        assert_eq!(
+            shown(Step::BuildBinary, true),
+            "cargo build --locked --package control-plane --bin control-plane"
         );
         assert_eq!(
             shown(Step::Test, true),

@@ -1,0 +1,239 @@
+//! The two processes an end-to-end test runs: the real `control-plane` binary and the
+//! Python function runtime (`tests/runtime/fn_runtime.py`). Both bind `127.0.0.1:0` and
+//! say which ports they got on stdout; both are killed when their guard drops, a failing
+//! (panicking) test included.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::time::Instant;
+
+/// The most any wait of these tests may take: a bound, never a pause.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+
+/// How often a poll looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Polls `probe` until it gives a value; panics naming `what` after [`DEADLINE`].
+pub(crate) async fn eventually<T, Fut>(what: &str, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The workspace root (this package lives in `<root>/tests`).
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package is inside the workspace")
+}
+
+/// The `control-plane` executable, built from this checkout.
+///
+/// Cargo builds a test's own package binaries for it, but not another package's, so the
+/// first caller in this process runs `cargo build -p control-plane --bin control-plane`
+/// (a no-op when `cargo xtask ci` has built it already) and takes the executable's path
+/// from cargo's JSON messages, which also covers `CARGO_TARGET_DIR` and build-dir
+/// settings.
+fn control_plane_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let output = std::process::Command::new(cargo)
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--package",
+                "control-plane",
+                "--bin",
+                "control-plane",
+                "--message-format=json-render-diagnostics",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "cargo build -p control-plane failed ({})",
+            output.status
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|message| {
+                message["reason"] == "compiler-artifact"
+                    && message["target"]["name"] == "control-plane"
+            })
+            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported the control-plane executable")
+    })
+}
+
+/// Reads lines of a child's stdout until `wanted` picks one, within [`DEADLINE`].
+async fn read_until<T>(
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    who: &str,
+    mut wanted: impl FnMut(&str) -> Option<T>,
+) -> T {
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("stdout is readable") {
+            if let Some(found) = wanted(&line) {
+                return found;
+            }
+        }
+        panic!("{who} closed its stdout before saying where it listens");
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .unwrap_or_else(|_| panic!("{who} did not say where it listens within {DEADLINE:?}"))
+}
+
+/// The value of `key=value` in a log line (`tracing`'s text format).
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A running `control-plane`; killed on drop.
+pub(crate) struct ControlPlane {
+    child: Child,
+    /// Its log (stdout), read up to the "listening" line.
+    _logs: Lines<BufReader<ChildStdout>>,
+    /// `http://<api addr>`.
+    pub(crate) api: String,
+    /// `http://<management addr>`.
+    pub(crate) management: String,
+}
+
+impl ControlPlane {
+    /// Starts the binary on free ports with `args` added, and waits until its health
+    /// endpoint answers.
+    pub(crate) async fn start(args: &[&str], http: &reqwest::Client) -> Self {
+        let mut command = Command::new(control_plane_binary());
+        command
+            .args([
+                "--api-addr",
+                "127.0.0.1:0",
+                "--management-addr",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            // Only the start and stop lines: nobody reads the log afterwards, so it must
+            // stay far below what the pipe buffers.
+            .env("RUST_LOG", "warn,control_plane=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        // The developer's own settings must not change what the tests start.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("CONTROL_PLANE_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command.spawn().expect("the control-plane binary starts");
+        let mut logs = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let (api, management) = read_until(&mut logs, "control-plane", |line| {
+            if !line.contains("control plane listening") {
+                return None;
+            }
+            let api = field(line, "api_addr").expect("the line names api_addr");
+            let management = field(line, "management_addr").expect("it names management_addr");
+            Some((format!("http://{api}"), format!("http://{management}")))
+        })
+        .await;
+
+        let plane = Self {
+            child,
+            _logs: logs,
+            api,
+            management,
+        };
+        let health = format!("{}/actuator/health", plane.management);
+        eventually("the management port to report UP", || async {
+            let response = http.get(&health).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        plane
+    }
+
+    /// Sends SIGTERM (through `sh`'s `kill`, so no `unsafe` and no extra crate).
+    pub(crate) fn terminate(&self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "kill -TERM \"$1\"", "sh", &pid])
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit, within [`DEADLINE`].
+    pub(crate) async fn exit_status(&mut self) -> ExitStatus {
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("control-plane still running after {DEADLINE:?}"))
+            .expect("waiting for the child works")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The Python function runtime; killed on drop.
+pub(crate) struct Runtime {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) url: String,
+}
+
+impl Runtime {
+    pub(crate) async fn start() -> Self {
+        let script = workspace_root().join("tests/runtime/fn_runtime.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start python3 {}: {e}", script.display()));
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let port: u16 =
+            read_until(&mut lines, "fn_runtime.py", |line| line.trim().parse().ok()).await;
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The URL functions are registered with.
+    pub(crate) fn endpoint(&self) -> String {
+        format!("{}/invoke", self.url)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
