@@ -23,6 +23,7 @@ const ECHO: &str = "echo";
 fn api() -> Api {
     Api::new(ApiConfig {
         max_body_bytes: LIMIT,
+        ..ApiConfig::default()
     })
 }
 

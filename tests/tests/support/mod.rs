@@ -25,7 +25,7 @@ use core_types::{
     Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo,
     ExecutionId, IdGenerator, Payload, Timestamp, TraceId,
 };
-use http_api::{ApiConfig, AppState};
+use http_api::{ApiConfig, AppState, Metrics};
 use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -39,8 +39,12 @@ const CALLBACK_BASE_URL: &str = "http://127.0.0.1:8080/v1/internal/executions";
 
 /// The router over `scheduler`. The one place that builds an [`AppState`]: when its
 /// constructor changes (a metrics registry is on its way), only this function does.
-pub(crate) fn router_over(scheduler: &Scheduler, config: ApiConfig) -> Router {
-    http_api::router(AppState::new(scheduler.clone(), config))
+pub(crate) fn router_over(
+    scheduler: &Scheduler,
+    config: ApiConfig,
+    metrics: Arc<Metrics>,
+) -> Router {
+    http_api::router(AppState::new(scheduler.clone(), config, metrics))
 }
 
 // ----- fakes -------------------------------------------------------------------------
@@ -382,7 +386,9 @@ impl Api {
         let clock = Arc::new(ManualClock::default());
         let ids = Arc::new(SequentialIds::default());
         let dispatch = Arc::new(ScriptedDispatch::default());
+        let metrics = Arc::new(Metrics::with_clock(Arc::clone(&clock) as Arc<dyn Clock>));
         let mut parts = SchedulerParts::in_memory(Arc::clone(&dispatch) as Arc<dyn Dispatch>);
+        parts.observer = Arc::clone(&metrics) as Arc<dyn scheduler::Observer>;
         parts.clock = Arc::clone(&clock) as Arc<dyn Clock>;
         parts.ids = Arc::clone(&ids) as Arc<dyn IdGenerator>;
         let config_scheduler = SchedulerConfig {
@@ -391,7 +397,7 @@ impl Api {
         };
         let scheduler = Scheduler::new(parts, config_scheduler);
         Self {
-            app: router_over(&scheduler, config),
+            app: router_over(&scheduler, config, metrics),
             scheduler,
             clock,
             ids,
