@@ -215,11 +215,8 @@ async fn case_a_callback_for_an_unknown_execution_is_404() {
 async fn case_a_late_callback_after_a_sync_timeout_leaves_the_timeout_in_place() {
     let api = Api::case("late_callback_after_sync_timeout");
     api.register(spec("slow", json!({}))).await;
-    // The sync caller dispatches its invocation itself (no background loop), and the
-    // runtime has not answered when X-Timeout-Ms runs out (tokio's paused clock skips
-    // the wait). The gate is never released: the runtime only calls back, too late.
-    let (slow, _never_answers) = gate();
-    api.script("slow", [slow]);
+    // No background loop and nobody drains: the invocation waits queued until the
+    // caller's X-Timeout-Ms runs out (tokio's paused clock skips the wait).
     let answer = api
         .exchange(
             Call::post_json(action("slow", "invoke"), &json!({"input": "x"}))
@@ -239,7 +236,7 @@ async fn case_a_late_callback_after_a_sync_timeout_leaves_the_timeout_in_place()
     assert_eq!(late.status, StatusCode::NO_CONTENT);
     let drained = api.exchange(Call::post(drain("slow"))).await;
     assert_eq!(drained.json(), &json!({"dispatched": false}));
-    api.checkpoint("02_late_callback_ignored_nothing_left_to_dispatch")
+    api.checkpoint("02_late_callback_ignored_never_dispatched")
         .await;
 }
 

@@ -393,6 +393,10 @@ impl Api {
         parts.ids = Arc::clone(&ids) as Arc<dyn IdGenerator>;
         let config_scheduler = SchedulerConfig {
             callback_base_url: Some(CALLBACK_BASE_URL.into()),
+            // Each case decides what is dispatched when (`:drain-once`, gates); a
+            // manual-mode sync caller moving the queue itself is pinned by the
+            // scheduler's parity cases.
+            waiters_drive_when_manual: false,
             ..SchedulerConfig::default()
         };
         let scheduler = Scheduler::new(parts, config_scheduler);
