@@ -58,9 +58,20 @@ impl ErrorBody {
 pub struct InvocationRequest {
     /// Any JSON value except `null`.
     pub input: Payload,
-    /// Free-form string pairs passed to the function.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Free-form string pairs passed to the function (`null` reads as none).
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub metadata: BTreeMap<String, String>,
+}
+
+fn null_as_empty<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<BTreeMap<String, String>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// The rule on `input` serde cannot express.
@@ -227,18 +238,19 @@ impl CompletionRequest {
                 "the runtime reported a failure without details",
             ),
             Some(Value::String(message)) => ErrorInfo::new(ErrorCode::RuntimeError, message),
-            Some(value) => match serde_json::from_value::<ErrorInfo>(value) {
+            // Only an object: serde would also read `["code"]` as the struct's fields.
+            Some(value @ Value::Object(_)) => match serde_json::from_value::<ErrorInfo>(value) {
                 Ok(error) => error,
-                Err(_) => {
-                    return Err(vec![ErrorDetail::new(
-                        "error",
-                        "must be {code, message} or a string",
-                    )]);
-                }
+                Err(_) => return Err(vec![error_shape()]),
             },
+            Some(_) => return Err(vec![error_shape()]),
         };
         Ok(CallbackResult::Failure { state, error })
     }
+}
+
+fn error_shape() -> ErrorDetail {
+    ErrorDetail::new("error", "must be {code, message} or a string")
 }
 
 #[cfg(test)]
@@ -251,6 +263,19 @@ mod tests {
         serde_json::from_value::<CompletionRequest>(body)
             .unwrap()
             .into_result()
+    }
+
+    #[test]
+    fn null_metadata_reads_as_none() {
+        let request: InvocationRequest =
+            serde_json::from_value(json!({"input": 1, "metadata": null})).unwrap();
+        assert!(request.metadata.is_empty());
+    }
+
+    #[test]
+    fn a_callback_error_is_an_object_or_a_string_never_an_array() {
+        let refused = parse(json!({"success": false, "error": ["boom"]}));
+        assert_eq!(refused.unwrap_err()[0].field, "error");
     }
 
     #[test]

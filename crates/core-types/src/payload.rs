@@ -53,6 +53,41 @@ impl Payload {
         serde_json::from_str(self.0.get()).expect("a Payload always holds valid JSON")
     }
 
+    /// Feeds the JSON value, not its spelling, to `state`: whitespace and the order of
+    /// object keys do not change the hash (idempotency keys compare requests this way).
+    /// Text serde_json cannot read as a tree (a lone surrogate escape, which the raw
+    /// value accepts) is hashed as written.
+    pub fn hash_value<H: std::hash::Hasher>(&self, state: &mut H) {
+        use std::hash::Hash;
+        fn walk<H: std::hash::Hasher>(value: &serde_json::Value, state: &mut H) {
+            use serde_json::Value;
+            std::mem::discriminant(value).hash(state);
+            match value {
+                Value::Null => {}
+                Value::Bool(b) => b.hash(state),
+                Value::Number(n) => n.to_string().hash(state),
+                Value::String(s) => s.hash(state),
+                Value::Array(items) => {
+                    items.len().hash(state);
+                    items.iter().for_each(|item| walk(item, state));
+                }
+                Value::Object(map) => {
+                    let mut entries: Vec<_> = map.iter().collect();
+                    entries.sort_unstable_by_key(|(key, _)| *key);
+                    entries.len().hash(state);
+                    for (key, item) in entries {
+                        key.hash(state);
+                        walk(item, state);
+                    }
+                }
+            }
+        }
+        match serde_json::from_str::<serde_json::Value>(self.0.get()) {
+            Ok(value) => walk(&value, state),
+            Err(_) => self.0.get().hash(state),
+        }
+    }
+
     /// Bytes of heap this payload holds.
     pub fn heap_size(&self) -> usize {
         self.0.get().len()
@@ -110,6 +145,30 @@ mod tests {
         let p = Payload::from_json_text(r#"{"a": [1, 2]}"#).unwrap();
         assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"a": [1, 2]}"#);
         assert_eq!(p.to_value(), serde_json::json!({"a": [1, 2]}));
+    }
+
+    fn hash_of(text: &str) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        Payload::from_json_text(text)
+            .unwrap()
+            .hash_value(&mut hasher);
+        std::hash::Hasher::finish(&hasher)
+    }
+
+    #[test]
+    fn the_hash_is_of_the_value_not_its_spelling() {
+        assert_eq!(
+            hash_of(r#"{"a":1,"b":[true,null]}"#),
+            hash_of(r#"{ "b": [true, null], "a": 1 }"#)
+        );
+        assert_ne!(hash_of(r#"{"a":1}"#), hash_of(r#"{"a":2}"#));
+        assert_ne!(hash_of(r#"["a"]"#), hash_of(r#""a""#));
+        assert_ne!(hash_of(r#"[1,[2]]"#), hash_of(r#"[[1],2]"#));
+        assert_eq!(
+            hash_of(r#""\uD800""#),
+            hash_of(r#""\uD800""#),
+            "unreadable text still hashes"
+        );
         assert!(Payload::from_json_text("null").unwrap().is_null());
         assert!(Payload::from_json_text("{").is_err());
         assert_eq!(Payload::string("hi").json_text(), "\"hi\"");

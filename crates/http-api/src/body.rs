@@ -4,7 +4,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
-use serde_json::error::Category;
 
 use crate::ApiError;
 
@@ -25,9 +24,10 @@ pub(crate) fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
     }
 }
 
-/// Checks the content type and the body, then parses it as `T`. A syntax error is
-/// `MALFORMED_JSON`; a value of the wrong shape is `VALIDATION_ERROR` (with `details`
-/// from `describe` when it can say more than serde).
+/// Checks the content type and the body, then parses it as `T`. Every body of the API
+/// is a JSON object. Text that is not JSON is `MALFORMED_JSON`; JSON of the wrong shape
+/// (not an object, a field of the wrong type) is `VALIDATION_ERROR`, with `details` from
+/// `describe` when it can say more than serde.
 pub(crate) fn parse_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -38,18 +38,27 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
         return Err(ApiError::UnsupportedMediaType);
     }
     let bytes = body.map_err(|r| body_error(&r, limit))?;
+    let is_object = bytes.trim_ascii_start().first() == Some(&b'{');
     match serde_json::from_slice::<T>(&bytes) {
-        Ok(value) => Ok(value),
-        Err(e) if e.classify() == Category::Data => {
-            let details = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .map(|v| describe(&v))
-                .unwrap_or_default();
-            if details.is_empty() {
-                Err(ApiError::invalid("$", e.to_string()))
-            } else {
-                Err(ApiError::invalid_all(details))
+        Ok(value) if is_object => Ok(value),
+        Ok(_) => Err(not_an_object()),
+        // serde_json classifies some type mismatches (an enum given a number) as
+        // syntax errors, so whether the text is JSON at all is asked separately.
+        Err(e) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Err(_) => Err(ApiError::MalformedJson(e.to_string())),
+            Ok(_) if !is_object => Err(not_an_object()),
+            Ok(value) => {
+                let details = describe(&value);
+                if details.is_empty() {
+                    Err(ApiError::invalid("$", e.to_string()))
+                } else {
+                    Err(ApiError::invalid_all(details))
+                }
             }
-        }
-        Err(e) => Err(ApiError::MalformedJson(e.to_string())),
+        },
     }
+}
+
+fn not_an_object() -> ApiError {
+    ApiError::invalid("$", "the body must be a JSON object")
 }

@@ -38,7 +38,31 @@ fn function_view(function: &RegisteredFunction) -> Value {
 }
 
 fn function_not_found(name: &str) -> ApiError {
-    ApiError::NotFound(format!("function {name} is not registered"))
+    ApiError::NotFound(format!("function {} is not registered", shown(name)))
+}
+
+/// What a client sent, as quoted back in an error message: at most 64 characters, so a
+/// hostile 10 000-character name does not come back whole.
+fn shown(text: &str) -> String {
+    const LIMIT: usize = 64;
+    match text.char_indices().nth(LIMIT) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+    }
+}
+
+/// A header's name as clients write it (`X-Timeout-Ms`), for error details; the
+/// constants are lower case, as HTTP/2 sends them.
+fn header_display_name(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// A path segment that must be a function name; any other text names no function.
@@ -322,10 +346,9 @@ fn with_execution_id(mut response: Response, id: &ExecutionId) -> Response {
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     match headers.get(name) {
         None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .map(|v| Some(v.trim()))
-            .map_err(|_| ApiError::invalid(name, "must be visible ASCII text")),
+        Some(value) => value.to_str().map(|v| Some(v.trim())).map_err(|_| {
+            ApiError::invalid(header_display_name(name), "must be visible ASCII text")
+        }),
     }
 }
 
@@ -337,7 +360,7 @@ fn sync_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
     match text.parse::<u64>() {
         Ok(ms) if TIMEOUT_RANGE_MS.contains(&ms) => Ok(Some(Duration::from_millis(ms))),
         _ => Err(ApiError::invalid(
-            "X-Timeout-Ms",
+            header_display_name(X_TIMEOUT_MS),
             format!(
                 "must be an integer in {}..={}, got {text:?}",
                 TIMEOUT_RANGE_MS.start(),
@@ -378,7 +401,7 @@ pub(crate) async fn get_execution(
         .scheduler
         .execution(&ExecutionId::new(id.as_str()))
         .await
-        .ok_or_else(|| ApiError::NotFound(format!("no execution {id}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("no execution {}", shown(&id))))?;
     Ok(Json(record.to_status()).into_response())
 }
 
@@ -423,7 +446,7 @@ pub(crate) async fn execution_action(
             Ok(n) if n >= 1 => Some(n),
             _ => {
                 return Err(ApiError::invalid(
-                    "X-Dispatch-Attempt",
+                    header_display_name(X_DISPATCH_ATTEMPT),
                     format!("must be an integer >= 1, got {text:?}"),
                 ));
             }
@@ -519,4 +542,22 @@ pub(crate) async fn not_found() -> ApiError {
 /// A route that exists, with the wrong method.
 pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_named_as_clients_write_them() {
+        assert_eq!(header_display_name(X_TIMEOUT_MS), "X-Timeout-Ms");
+        assert_eq!(header_display_name(IDEMPOTENCY_KEY), "Idempotency-Key");
+    }
+
+    #[test]
+    fn what_a_client_sent_is_quoted_back_short() {
+        assert_eq!(shown("echo"), "echo");
+        let hostile = "ü".repeat(10_000);
+        assert_eq!(shown(&hostile), format!("{}...", "ü".repeat(64)));
+    }
 }

@@ -732,3 +732,24 @@ async fn health_is_up() {
         .unwrap();
     assert_eq!(management.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_idempotent_replay_is_recognised_however_its_json_is_spelled() {
+    let api = api();
+    api.register_echo("echo").await;
+    let send = |body: &'static str| {
+        Request::post("/v1/functions/echo:enqueue")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", "k-1")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let first = api.send(send(r#"{"input":{"a":1,"b":2}}"#)).await;
+    let respelled = api
+        .send(send(
+            r#"{ "input" : { "b": 2, "a": 1 }, "metadata": null }"#,
+        ))
+        .await;
+    assert_eq!(respelled.status, StatusCode::ACCEPTED, "{}", respelled.body);
+    assert_eq!(first.body["executionId"], respelled.body["executionId"]);
+}

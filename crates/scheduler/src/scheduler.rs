@@ -1254,12 +1254,13 @@ impl Drop for ClaimGuard {
     }
 }
 
-/// A digest of what makes two requests "the same" for idempotency: input and metadata.
+/// A digest of what makes two requests "the same" for idempotency: the input as a JSON
+/// value (however spelled) and the metadata.
 fn fingerprint(request: &InvocationRequest) -> Fingerprint {
     // DefaultHasher::new() uses fixed keys: stable within a build, which is all an
     // in-memory claim needs. A shared backend would want a hash fixed across builds.
     let mut hasher = DefaultHasher::new();
-    request.input.json_text().hash(&mut hasher);
+    request.input.hash_value(&mut hasher);
     request.metadata.hash(&mut hasher);
     Fingerprint(hasher.finish())
 }
