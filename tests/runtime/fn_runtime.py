@@ -27,7 +27,8 @@ test. An input that is not an object, or has no "mode", is echoed.
 GET /stats answers what the runtime saw: every call per execution (attempt and
 headers), the most invocations it ever ran at once, and the status each callback got.
 
-It binds 127.0.0.1:0 and prints the port it got as its first line of stdout.
+It binds 127.0.0.1 on the port given as its only argument (default 0: a free one) and
+prints the port it got as its first line of stdout.
 """
 
 import json
@@ -205,7 +206,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
     try:
