@@ -19,7 +19,7 @@ use clap::{Parser, ValueEnum};
 use core_types::DurationMs;
 use dispatcher::{ModeRouter, PoolDispatcher};
 use http_api::{ApiConfig, AppState, InvalidRuntimeConfig, Metrics, RuntimeConfig};
-use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
+use scheduler::{MemoryLimits, Scheduler, SchedulerConfig, SchedulerParts};
 use signals::shutdown_signal;
 use tokio::net::TcpListener;
 
@@ -69,6 +69,14 @@ struct Args {
     /// How long an `Idempotency-Key` is remembered (ISO-8601).
     #[arg(long, env = "CONTROL_PLANE_IDEMPOTENCY_TTL", default_value = "PT5M", value_parser = parse_positive_duration)]
     idempotency_ttl: DurationMs,
+    /// Memory finished executions may keep (estimated; `256MiB`, `1GiB`): past it the
+    /// oldest are evicted before their TTL, counted by `execution_records_evicted_total`.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_EXECUTION_MEMORY_BUDGET",
+        default_value = "256MiB"
+    )]
+    execution_memory_budget: bytesize::ByteSize,
     /// Request body limit in bytes.
     #[arg(long, env = "CONTROL_PLANE_MAX_BODY_BYTES", default_value_t = http_api::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -197,10 +205,14 @@ async fn run(args: Args) -> std::io::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let parts = SchedulerParts {
         observer: metrics.clone(),
-        ..SchedulerParts::in_memory_with_ttls(
+        ..SchedulerParts::in_memory_with(
             Arc::new(ModeRouter::new(pool)),
-            args.execution_ttl,
-            args.idempotency_ttl,
+            MemoryLimits {
+                execution_ttl: args.execution_ttl,
+                idempotency_ttl: args.idempotency_ttl,
+                execution_memory_budget: usize::try_from(args.execution_memory_budget.as_u64())
+                    .unwrap_or(usize::MAX),
+            },
         )
     };
     let config = SchedulerConfig {
@@ -322,6 +334,7 @@ mod tests {
         assert_eq!(args.scheduler, SchedulerMode::Background);
         assert_eq!(args.execution_ttl, DurationMs(300_000));
         assert_eq!(args.max_body_bytes, 6 * 1024 * 1024);
+        assert_eq!(args.execution_memory_budget.as_u64(), 256 * 1024 * 1024);
         assert!(args.callback_base_url.is_none());
         assert_eq!(args.shutdown_grace, DurationMs(10_000));
         assert_eq!(args.log_format, LogFormat::Text);

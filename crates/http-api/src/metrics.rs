@@ -351,6 +351,28 @@ impl Metrics {
             "Attempts of the function being dispatched now",
             in_flight,
         );
+        let stats = scheduler.store_stats();
+        let records = Gauge::<i64>::default();
+        records.set(i64::try_from(stats.records).unwrap_or(i64::MAX));
+        gauges.register(
+            "execution_records",
+            "Execution records held, live and finished",
+            records,
+        );
+        let finished_bytes = Gauge::<i64>::default();
+        finished_bytes.set(i64::try_from(stats.finished_bytes).unwrap_or(i64::MAX));
+        gauges.register(
+            "execution_records_finished_bytes",
+            "Estimated bytes the finished execution records keep (bounded by the memory budget)",
+            finished_bytes,
+        );
+        let evicted = Counter::<u64>::default();
+        evicted.inc_by(stats.evicted_over_budget);
+        gauges.register(
+            "execution_records_evicted",
+            "Finished execution records evicted before their TTL to stay within the memory budget",
+            evicted,
+        );
 
         let mut text = String::new();
         // Writing to a String cannot fail.

@@ -21,7 +21,7 @@ use core_types::{
     FunctionName, Timestamp,
 };
 use http_api::{ApiConfig, AppState, Metrics, RuntimeConfig, management_router, router};
-use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
+use scheduler::{MemoryLimits, Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -72,12 +72,16 @@ struct Service {
 }
 
 fn service(config: ApiConfig) -> Service {
+    service_within(config, MemoryLimits::default())
+}
+
+fn service_within(config: ApiConfig, limits: MemoryLimits) -> Service {
     let clock = Arc::new(ManualClock(AtomicU64::new(1_800_000_000_000)));
     let metrics = Arc::new(Metrics::with_clock(clock.clone()));
     let parts = SchedulerParts {
         clock: clock.clone(),
         observer: metrics.clone(),
-        ..SchedulerParts::in_memory(Arc::new(Scripted))
+        ..SchedulerParts::in_memory_with(Arc::new(Scripted), limits)
     };
     // These stories hold invocations in the queue and release them with `:drain-once`,
     // so sync callers must not move the queue themselves.
@@ -820,4 +824,42 @@ async fn a_sync_invocation_queued_past_the_max_queue_wait_ends_as_queue_timeout(
         .scheduler
         .shutdown(std::time::Duration::from_secs(1))
         .await;
+}
+
+#[tokio::test]
+async fn finished_records_stay_within_the_memory_budget_and_evictions_are_counted() {
+    let service = service_within(
+        ApiConfig::default(),
+        MemoryLimits {
+            execution_memory_budget: 2_000,
+            ..MemoryLimits::default()
+        },
+    );
+    service.register_local("fn", json!({})).await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let queued = service.enqueue("fn", json!({ "n": n })).await;
+        ids.push(queued.json()["executionId"].as_str().unwrap().to_owned());
+        assert!(service.drain("fn").await);
+    }
+    let metrics = service.scrape().await;
+    let kept = metrics.value("execution_records");
+    assert!((1.0..20.0).contains(&kept), "{kept} records kept");
+    assert!(metrics.value("execution_records_finished_bytes") <= 2_000.0);
+    assert_eq!(
+        metrics.value("execution_records_evicted_total"),
+        20.0 - kept
+    );
+    let newest = service
+        .call("GET", &format!("/v1/executions/{}", ids[19]), None)
+        .await;
+    assert_eq!(newest.status, StatusCode::OK, "the newest is kept");
+    let oldest = service
+        .call("GET", &format!("/v1/executions/{}", ids[0]), None)
+        .await;
+    assert_eq!(
+        oldest.status,
+        StatusCode::NOT_FOUND,
+        "the oldest went first"
+    );
 }

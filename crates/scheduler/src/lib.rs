@@ -52,6 +52,7 @@ pub use completion::{Completion, CompletionOutcome, CompletionSource, IgnoredBec
 pub use events::{NoObserver, Observer, SchedulerEvent};
 pub use ids::UuidV7Ids;
 pub use scheduler::{
-    CompleteError, QueueSnapshot, RegisterError, RemoveError, ReplicasError, Scheduler,
-    SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions, Submitted, TickError, WaitError,
+    CompleteError, MemoryLimits, QueueSnapshot, RegisterError, RemoveError, ReplicasError,
+    Scheduler, SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions, Submitted, TickError,
+    WaitError,
 };

@@ -62,29 +62,50 @@ impl std::fmt::Debug for SchedulerParts {
 }
 
 impl SchedulerParts {
-    /// In-memory stores with the contract's 5-minute TTLs, the system clock and UUID
-    /// v7 ids.
+    /// In-memory stores with the contract's 5-minute TTLs and no memory budget, the
+    /// system clock and UUID v7 ids.
     pub fn in_memory(dispatch: Arc<dyn Dispatch>) -> Self {
-        let five_minutes = DurationMs(5 * 60 * 1000);
-        Self::in_memory_with_ttls(dispatch, five_minutes, five_minutes)
+        Self::in_memory_with(dispatch, MemoryLimits::default())
     }
 
-    /// In-memory stores keeping finished records for `execution_ttl` and idempotency
-    /// keys for `idempotency_ttl`, the system clock and UUID v7 ids.
-    pub fn in_memory_with_ttls(
-        dispatch: Arc<dyn Dispatch>,
-        execution_ttl: DurationMs,
-        idempotency_ttl: DurationMs,
-    ) -> Self {
+    /// In-memory stores within `limits`, the system clock and UUID v7 ids.
+    pub fn in_memory_with(dispatch: Arc<dyn Dispatch>, limits: MemoryLimits) -> Self {
         Self {
             dispatch,
             clock: Arc::new(SystemClock),
             ids: Arc::new(UuidV7Ids),
-            executions: Arc::new(MemoryExecutionStore::new(execution_ttl)),
-            idempotency: Arc::new(MemoryIdempotencyStore::new(idempotency_ttl)),
+            executions: Arc::new(MemoryExecutionStore::with_budget(
+                limits.execution_ttl,
+                limits.execution_memory_budget,
+            )),
+            idempotency: Arc::new(MemoryIdempotencyStore::new(limits.idempotency_ttl)),
             registry: Arc::new(MemoryFunctionRegistry::new()),
             observer: Arc::new(NoObserver),
             deployments: None,
+        }
+    }
+}
+
+/// How long the in-memory stores remember, and how much.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// How long a finished execution stays readable.
+    pub execution_ttl: DurationMs,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: DurationMs,
+    /// Estimated bytes finished records may keep; past it the oldest are evicted
+    /// before their TTL.
+    pub execution_memory_budget: usize,
+}
+
+impl Default for MemoryLimits {
+    /// The contract's 5-minute TTLs, no budget.
+    fn default() -> Self {
+        let five_minutes = DurationMs(5 * 60 * 1000);
+        Self {
+            execution_ttl: five_minutes,
+            idempotency_ttl: five_minutes,
+            execution_memory_budget: usize::MAX,
         }
     }
 }
@@ -504,6 +525,11 @@ impl Scheduler {
     /// An execution's record.
     pub async fn execution(&self, id: &ExecutionId) -> Option<ExecutionRecord> {
         self.inner.parts.executions.get(id).await
+    }
+
+    /// What the execution store holds (records, finished bytes, budget evictions).
+    pub fn store_stats(&self) -> store::StoreStats {
+        self.inner.parts.executions.stats()
     }
 
     /// How many completions lost to an earlier one (or named an older attempt).

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use async_trait::async_trait;
@@ -192,40 +193,140 @@ pub trait ExecutionStore: Send + Sync + 'static {
     async fn remove(&self, id: &ExecutionId) -> bool;
     /// Evicts finished records older than the TTL; returns how many went.
     async fn evict_expired(&self, now: Timestamp) -> usize;
+    /// What the store holds now, for metrics. Backends that do not count say zeros.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
+}
+
+/// What an execution store holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Records held, live and finished.
+    pub records: usize,
+    /// Estimated bytes the finished records hold (see [`MemoryExecutionStore`]).
+    pub finished_bytes: usize,
+    /// Finished records evicted before their TTL to stay within the memory budget.
+    pub evicted_over_budget: u64,
 }
 
 /// In-memory records, sharded by id. Finished records are evicted by
 /// [`ExecutionStore::evict_expired`] in the order they finished: with one TTL for all,
 /// that is expiry order, so a sweep touches only the records it evicts.
+///
+/// Finished records also live within a memory budget: each is charged an estimate of
+/// what it keeps on the heap (its map entry, its id, its output's text, its error's
+/// text and its expiry entry), and when the charges pass the budget the oldest finished
+/// records are evicted at once, before their TTL, and counted
+/// ([`StoreStats::evicted_over_budget`]). Live (queued, running) records are never
+/// evicted: the queues bound them.
 #[derive(Debug)]
 pub struct MemoryExecutionStore {
     records: DashMap<ExecutionId, ExecutionRecord>,
     ttl: DurationMs,
-    finished_tx: mpsc::Sender<(Timestamp, ExecutionId)>,
+    budget_bytes: usize,
+    finished_bytes: AtomicUsize,
+    evicted_over_budget: AtomicU64,
+    finished_tx: mpsc::Sender<FinishedEntry>,
     expiry: Mutex<Expiry>,
 }
 
+/// A finished record in the eviction order: when it expires, and what it is charged.
+#[derive(Debug)]
+struct FinishedEntry {
+    deadline: Timestamp,
+    id: ExecutionId,
+    bytes: usize,
+}
+
 /// Finished records in the order they finished. Finishing sends on a channel (no lock
-/// shared with other finishing executions); the sweep drains it into its own deque.
+/// shared with other finishing executions); evictions drain it into their own deque.
 #[derive(Debug)]
 struct Expiry {
-    finished_rx: mpsc::Receiver<(Timestamp, ExecutionId)>,
-    by_deadline: VecDeque<(Timestamp, ExecutionId)>,
+    finished_rx: mpsc::Receiver<FinishedEntry>,
+    by_deadline: VecDeque<FinishedEntry>,
+}
+
+/// An estimate of the heap one finished record keeps. Exact accounting would need the
+/// allocator's view; this counts the parts that scale with use, so the budget bounds
+/// them.
+fn retained_bytes(record: &ExecutionRecord) -> usize {
+    /// The strong and weak counts in front of an `Arc`'s data.
+    const ARC_HEADER: usize = 2 * size_of::<usize>();
+    let id = ARC_HEADER + record.id.as_str().len();
+    let output = record
+        .output
+        .as_ref()
+        .map_or(0, |output| ARC_HEADER + output.heap_size());
+    let error = record
+        .error
+        .as_ref()
+        .map_or(0, |error| error.code.len() + error.message.len());
+    // The map's slot (key and value) and its control byte, and the expiry entry.
+    size_of::<(ExecutionId, ExecutionRecord)>()
+        + 1
+        + size_of::<FinishedEntry>()
+        + id
+        + output
+        + error
 }
 
 impl MemoryExecutionStore {
-    /// An empty store keeping finished records for `ttl`.
+    /// An empty store keeping finished records for `ttl`, with no memory budget.
     pub fn new(ttl: DurationMs) -> Self {
+        Self::with_budget(ttl, usize::MAX)
+    }
+
+    /// An empty store keeping finished records for `ttl`, or less when their estimated
+    /// size passes `budget_bytes` (the oldest go first).
+    pub fn with_budget(ttl: DurationMs, budget_bytes: usize) -> Self {
         let (finished_tx, finished_rx) = mpsc::channel();
         Self {
             records: DashMap::new(),
             ttl,
+            budget_bytes,
+            finished_bytes: AtomicUsize::new(0),
+            evicted_over_budget: AtomicU64::new(0),
             finished_tx,
             expiry: Mutex::new(Expiry {
                 finished_rx,
                 by_deadline: VecDeque::new(),
             }),
         }
+    }
+
+    /// Evicts finished records, oldest first, while `go(entry)` says so; returns how
+    /// many records went.
+    fn evict_while(&self, mut go: impl FnMut(&FinishedEntry) -> bool) -> usize {
+        let mut expiry = self
+            .expiry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Expiry {
+            finished_rx,
+            by_deadline,
+        } = &mut *expiry;
+        by_deadline.extend(finished_rx.try_iter());
+        let mut evicted = 0;
+        while let Some(entry) = by_deadline.front() {
+            if !go(entry) {
+                break;
+            }
+            let entry = by_deadline.pop_front().expect("front exists");
+            if self
+                .records
+                .remove_if(&entry.id, |_, r| r.state.is_terminal())
+                .is_some()
+            {
+                self.finished_bytes.fetch_sub(entry.bytes, Ordering::AcqRel);
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+
+    fn over_budget(&self) -> bool {
+        self.finished_bytes.load(Ordering::Acquire) > self.budget_bytes
     }
 
     /// How many records are held (live and finished).
@@ -239,6 +340,22 @@ impl MemoryExecutionStore {
     }
 
     fn apply_now(
+        &self,
+        id: &ExecutionId,
+        change: RecordChange,
+    ) -> Result<ExecutionRecord, ApplyError> {
+        let finishes = matches!(change.kind, ChangeKind::Finished { .. });
+        let applied = self.apply_to_entry(id, change)?;
+        // Outside the entry's lock: eviction takes other entries' locks.
+        if finishes && self.over_budget() {
+            let evicted = self.evict_while(|_| self.over_budget());
+            self.evicted_over_budget
+                .fetch_add(evicted as u64, Ordering::Relaxed);
+        }
+        Ok(applied)
+    }
+
+    fn apply_to_entry(
         &self,
         id: &ExecutionId,
         change: RecordChange,
@@ -281,8 +398,14 @@ impl MemoryExecutionStore {
                 record.error = error;
                 record.cold_start = cold_start;
                 record.init_duration_ms = init_duration_ms;
+                let bytes = retained_bytes(&record);
+                self.finished_bytes.fetch_add(bytes, Ordering::AcqRel);
                 // The receiver lives as long as `self`; a send cannot fail.
-                let _ = self.finished_tx.send((at.plus(self.ttl), id.clone()));
+                let _ = self.finished_tx.send(FinishedEntry {
+                    deadline: at.plus(self.ttl),
+                    id: id.clone(),
+                    bytes,
+                });
             }
         }
         Ok(record.clone())
@@ -318,30 +441,15 @@ impl ExecutionStore for MemoryExecutionStore {
     }
 
     async fn evict_expired(&self, now: Timestamp) -> usize {
-        let mut expiry = self
-            .expiry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Expiry {
-            finished_rx,
-            by_deadline,
-        } = &mut *expiry;
-        by_deadline.extend(finished_rx.try_iter());
-        let mut evicted = 0;
-        while let Some((deadline, _)) = by_deadline.front() {
-            if *deadline > now {
-                break;
-            }
-            let (_, id) = by_deadline.pop_front().expect("front exists");
-            if self
-                .records
-                .remove_if(&id, |_, r| r.state.is_terminal())
-                .is_some()
-            {
-                evicted += 1;
-            }
+        self.evict_while(|entry| entry.deadline <= now)
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            records: self.records.len(),
+            finished_bytes: self.finished_bytes.load(Ordering::Acquire),
+            evicted_over_budget: self.evicted_over_budget.load(Ordering::Relaxed),
         }
-        evicted
     }
 }
 
@@ -502,5 +610,57 @@ mod tests {
         assert_eq!(store.evict_expired(t(10_000)).await, 1);
         assert!(store.get(&ExecutionId::new("live")).await.is_some());
         assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn past_the_memory_budget_the_oldest_finished_records_go_first() {
+        let one = {
+            let mut record = ExecutionRecord::queued(
+                ExecutionId::new("a"),
+                FunctionName::parse("f").unwrap(),
+                t(0),
+            );
+            record.state = ExecutionState::Success;
+            record.output = Some(Payload::string("ok"));
+            retained_bytes(&record)
+        };
+        // Room for three finished records.
+        let store = MemoryExecutionStore::with_budget(DurationMs(60_000), 3 * one + one / 2);
+        for id in ["a", "b", "c", "d", "e", "live"] {
+            let record = ExecutionRecord::queued(
+                ExecutionId::new(id),
+                FunctionName::parse("f").unwrap(),
+                t(0),
+            );
+            store.insert(record).await.unwrap();
+        }
+        for (n, id) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            store
+                .apply(&ExecutionId::new(id), finished(1, n as u64))
+                .await
+                .unwrap();
+        }
+        for (id, kept) in [
+            ("a", false),
+            ("b", false),
+            ("c", true),
+            ("d", true),
+            ("e", true),
+            ("live", true),
+        ] {
+            assert_eq!(
+                store.get(&ExecutionId::new(id)).await.is_some(),
+                kept,
+                "{id}"
+            );
+        }
+        let stats = store.stats();
+        assert_eq!(stats.evicted_over_budget, 2);
+        assert_eq!(stats.records, 4);
+        assert_eq!(stats.finished_bytes, 3 * one);
+
+        // The TTL sweep takes the rest and gives their bytes back.
+        assert_eq!(store.evict_expired(t(1_000_000)).await, 3);
+        assert_eq!(store.stats().finished_bytes, 0);
     }
 }

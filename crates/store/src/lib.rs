@@ -33,7 +33,7 @@ mod registry;
 
 pub use executions::{
     ApplyError, ChangeKind, ExecutionRecord, ExecutionStore, InsertError, MemoryExecutionStore,
-    RecordChange,
+    RecordChange, StoreStats,
 };
 pub use idempotency::{
     ClaimOutcome, ClaimToken, Fingerprint, IdempotencyStore, MemoryIdempotencyStore,
