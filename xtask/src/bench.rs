@@ -705,6 +705,10 @@ struct RunResult {
     enqueue_per_sec: Option<f64>,
     control_plane_cpu_secs: f64,
     echo_cpu_secs: f64,
+    /// loadgen's own CPU time: close to `window_secs`, loadgen limited the run.
+    loadgen_cpu_secs: f64,
+    /// The measured window (for async: first enqueue to last terminal).
+    window_secs: f64,
     peak_rss_kb: u64,
     rss_kb: u64,
 }
@@ -745,12 +749,14 @@ impl RunResult {
                 .map(|cpu| cpu.seconds)
                 .ok_or_else(|| format!("loadgen reported no CPU time of pid {pid}"))
         };
-        let (requests, req_per_sec, latency, enqueue_per_sec) = if scenario == Scenario::AsyncPool {
+        let asynchronous = scenario == Scenario::AsyncPool;
+        let (requests, req_per_sec, latency, enqueue_per_sec, window_secs) = if asynchronous {
             (
                 number(report, "enqueued")?,
                 number(report, "completionsPerSec")?,
                 &report["completionLatencyUs"],
                 Some(number(report, "enqueuePerSec")?),
+                number(report, "totalSecs")?,
             )
         } else {
             (
@@ -758,6 +764,7 @@ impl RunResult {
                 number(report, "reqPerSec")?,
                 &report["latencyUs"],
                 None,
+                number(report, "windowSecs")?,
             )
         };
         let latency: LoadgenLatency = serde_json::from_value(latency.clone())?;
@@ -773,9 +780,20 @@ impl RunResult {
             enqueue_per_sec,
             control_plane_cpu_secs: cpu_of(pids.control_plane)?,
             echo_cpu_secs: cpu_of(pids.echo)?,
+            loadgen_cpu_secs: number(report, "selfCpuSecs")?,
+            window_secs,
             peak_rss_kb: memory.peak_rss_kb,
             rss_kb: memory.rss_kb,
         })
+    }
+
+    /// The share of one core `seconds` of CPU time are over the window, in percent.
+    fn busy_percent(&self, seconds: f64) -> f64 {
+        if self.window_secs > 0.0 {
+            seconds * 100.0 / self.window_secs
+        } else {
+            0.0
+        }
     }
 
     fn cpu_us_per_request(&self, seconds: f64) -> f64 {
@@ -801,6 +819,11 @@ struct Row {
     enqueue_per_sec: Option<f64>,
     control_plane_cpu_us_per_request: f64,
     echo_cpu_us_per_request: f64,
+    /// loadgen's CPU over the window, in percent of its core: near 100, loadgen was the
+    /// limit and the row says little about the servers.
+    loadgen_busy_percent: f64,
+    /// The control plane's and the echo's CPU over the window, in percent of one core.
+    servers_busy_percent: f64,
     /// The highest VmHWM seen after a repetition.
     peak_rss_kb: u64,
     /// VmRSS after the last repetition.
@@ -867,6 +890,10 @@ fn rows(runs: &[RunResult]) -> Vec<Row> {
                     run.cpu_us_per_request(run.control_plane_cpu_secs)
                 }),
                 echo_cpu_us_per_request: med(&|run| run.cpu_us_per_request(run.echo_cpu_secs)),
+                loadgen_busy_percent: med(&|run| run.busy_percent(run.loadgen_cpu_secs)),
+                servers_busy_percent: med(&|run| {
+                    run.busy_percent(run.control_plane_cpu_secs + run.echo_cpu_secs)
+                }),
                 peak_rss_kb: group.iter().map(|run| run.peak_rss_kb).max().unwrap_or(0),
                 rss_kb: group.last().map_or(0, |run| run.rss_kb),
                 throughput_vs_echo: None,
@@ -885,7 +912,10 @@ fn rows(runs: &[RunResult]) -> Vec<Row> {
             continue;
         };
         row.throughput_vs_echo = ratio(row.req_per_sec, floor.req_per_sec);
-        row.p50_vs_echo = ratio(row.p50_us, floor.p50_us);
+        if row.scenario != Scenario::AsyncPool {
+            // A completion latency is not a request latency: no ratio.
+            row.p50_vs_echo = ratio(row.p50_us, floor.p50_us);
+        }
         if row.scenario != Scenario::DirectEcho {
             row.cpu_vs_echo = ratio(
                 row.control_plane_cpu_us_per_request,
@@ -987,15 +1017,13 @@ fn markdown(report: &Report) -> String {
         mib(report.startup.idle_rss_kb)
     );
     text.push_str(
-        "| scenario | conc | req/s | p50 us | p99 us | errors | enqueue/s | CP CPU us/req | \
-         echo CPU us/req | CP peak RSS MiB | CP RSS MiB | req/s vs echo | p50 vs echo | \
-         CP CPU vs echo CPU |\n",
+        "| scenario | conc | req/s | p50 us | p99 us | errors | enqueue/s | req/s vs echo | \
+         p50 vs echo |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
-    text.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for row in &report.rows {
         let _ = writeln!(
             text,
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {} | {} | {} | {} |",
             row.scenario.name(),
             row.concurrency,
             row.req_per_sec,
@@ -1003,13 +1031,28 @@ fn markdown(report: &Report) -> String {
             row.p99_us,
             row.errors,
             optional(row.enqueue_per_sec, 0),
-            row.control_plane_cpu_us_per_request,
-            row.echo_cpu_us_per_request,
-            mib(row.peak_rss_kb),
-            mib(row.rss_kb),
             optional(row.throughput_vs_echo, 2),
             optional(row.p50_vs_echo, 2),
+        );
+    }
+    text.push_str(
+        "\n| scenario | conc | CP CPU us/req | echo CPU us/req | CP CPU vs echo CPU | \
+         loadgen core % | servers core % | CP peak RSS MiB | CP RSS MiB |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for row in &report.rows {
+        let _ = writeln!(
+            text,
+            "| {} | {} | {:.1} | {:.1} | {} | {:.0} | {:.0} | {:.1} | {:.1} |",
+            row.scenario.name(),
+            row.concurrency,
+            row.control_plane_cpu_us_per_request,
+            row.echo_cpu_us_per_request,
             optional(row.cpu_vs_echo, 2),
+            row.loadgen_busy_percent,
+            row.servers_busy_percent,
+            mib(row.peak_rss_kb),
+            mib(row.rss_kb),
         );
     }
     text.push_str(
@@ -1018,7 +1061,8 @@ fn markdown(report: &Report) -> String {
          (millisecond timestamps). CPU per request divides the CPU time of the measured \
          window by its requests (for async: by the executions). \"CP CPU vs echo CPU\" is \
          the control plane's CPU per request over the echo endpoint's in the direct run at \
-         the same concurrency.\n\n",
+         the same concurrency. \"core %\" is CPU time over the window in percent of one \
+         core: loadgen near 100 % means loadgen, not the servers, set the pace.\n\n",
     );
     let memory = &report.memory;
     let _ = writeln!(
@@ -1330,6 +1374,8 @@ mod tests {
             enqueue_per_sec: None,
             control_plane_cpu_secs: 0.02,
             echo_cpu_secs: 0.01,
+            loadgen_cpu_secs: 0.5,
+            window_secs: 1.0,
             peak_rss_kb: 10_000,
             rss_kb: 9_000,
         }

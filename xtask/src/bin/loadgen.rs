@@ -211,6 +211,8 @@ struct ClosedReport {
     req_per_sec: f64,
     latency_us: LatencyUs,
     cpu: Vec<CpuSpent>,
+    /// loadgen's own CPU time in the window: near `windowSecs`, it was the bottleneck.
+    self_cpu_secs: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -230,6 +232,7 @@ struct AsyncReport {
     completion_latency_us: LatencyUs,
     sampled: usize,
     cpu: Vec<CpuSpent>,
+    self_cpu_secs: f64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -419,10 +422,12 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// CPU readings of the watched processes, taken at the start of a window.
+/// CPU readings of the watched processes and of loadgen itself, taken at the start of
+/// a window.
 struct CpuMeter {
     pids: Vec<u32>,
     start: Vec<u64>,
+    own_start: u64,
     per_second: f64,
 }
 
@@ -434,12 +439,16 @@ impl CpuMeter {
                 .iter()
                 .map(|pid| cpu_ticks(*pid))
                 .collect::<Result<_, _>>()?,
+            own_start: cpu_ticks(std::process::id())?,
             per_second,
         })
     }
 
-    fn stop(self) -> Result<Vec<CpuSpent>, Error> {
-        self.pids
+    /// The watched processes' CPU seconds since `start`, and loadgen's own.
+    fn stop(self) -> Result<(Vec<CpuSpent>, f64), Error> {
+        let own = cpu_ticks(std::process::id())?.saturating_sub(self.own_start);
+        let watched = self
+            .pids
             .iter()
             .zip(self.start)
             .map(|(pid, start)| {
@@ -449,7 +458,8 @@ impl CpuMeter {
                     seconds: spent as f64 / self.per_second,
                 })
             })
-            .collect()
+            .collect::<Result<_, Error>>()?;
+        Ok((watched, own as f64 / self.per_second))
     }
 }
 
@@ -558,7 +568,7 @@ async fn run_closed(args: ClosedArgs) -> Result<ClosedReport, Error> {
             return Err(format!("requests still unanswered {GRACE:?} after the window").into());
         }
     };
-    let cpu = cpu?;
+    let (cpu, self_cpu_secs) = cpu?;
     let mut latency = latency_histogram();
     let (mut requests, mut errors) = (0, 0);
     for tally in &tallies {
@@ -575,6 +585,7 @@ async fn run_closed(args: ClosedArgs) -> Result<ClosedReport, Error> {
         req_per_sec: requests as f64 / window_secs,
         latency_us: LatencyUs::of(&latency, 1.0),
         cpu,
+        self_cpu_secs,
     })
 }
 
@@ -767,7 +778,7 @@ async fn run_async(args: AsyncArgs) -> Result<AsyncReport, Error> {
         tokio::time::sleep(poll).await;
     };
     let total_secs = started.elapsed().as_secs_f64();
-    let cpu = meter.stop()?;
+    let (cpu, self_cpu_secs) = meter.stop()?;
     errors += finished.failed - baseline.failed;
 
     ids.sort_unstable_by_key(|(number, _)| *number);
@@ -801,6 +812,7 @@ async fn run_async(args: AsyncArgs) -> Result<AsyncReport, Error> {
         completion_latency_us: LatencyUs::of(&latency, 1_000_000.0),
         sampled: sample.len(),
         cpu,
+        self_cpu_secs,
     })
 }
 
