@@ -148,7 +148,7 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
         http: &http,
     };
     let echo = bench.start_echo()?;
-    let (startup, runs) = {
+    let (startup, runs, at_end) = {
         let control_plane = bench.start_control_plane("control-plane.log")?;
         println!(
             "bench: control plane healthy {:.1} ms after spawn, idle RSS {:.1} MiB",
@@ -157,7 +157,8 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
         );
         bench.register(&control_plane, Some(echo.port))?;
         let runs = bench.scenarios(&control_plane, &echo)?;
-        (control_plane.startup.clone(), runs)
+        let at_end = memory_of(control_plane.guard.pid())?;
+        (control_plane.startup.clone(), runs, at_end)
     };
     let memory = bench.memory()?;
     drop(echo);
@@ -173,6 +174,7 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
         pinning: pinning.describe(),
         plan: plan.clone(),
         startup,
+        at_end,
         rows,
         memory,
         runs,
@@ -953,6 +955,8 @@ struct Report {
     pinning: String,
     plan: Plan,
     startup: Startup,
+    /// The control plane after every scenario: it retained every record (TTL 5 minutes).
+    at_end: Memory,
     rows: Vec<Row>,
     memory: MemoryResult,
     runs: Vec<RunResult>,
@@ -1012,9 +1016,15 @@ fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(
         text,
-        "Control plane: first healthy answer {:.1} ms after spawn; idle RSS {:.1} MiB.\n",
+        "Control plane: first healthy answer {:.1} ms after spawn; idle RSS {:.1} MiB; \
+         after all scenarios (every record retained, TTL 5 minutes) RSS {:.1} MiB, peak \
+         {:.1} MiB. The RSS columns below are read after each row's runs, so they grow \
+         with the records of all runs before, in run order (repetition, concurrency, \
+         scenario).\n",
         report.startup.time_to_healthy_ms,
-        mib(report.startup.idle_rss_kb)
+        mib(report.startup.idle_rss_kb),
+        mib(report.at_end.rss_kb),
+        mib(report.at_end.peak_rss_kb),
     );
     text.push_str(
         "| scenario | conc | req/s | p50 us | p99 us | errors | enqueue/s | req/s vs echo | \
@@ -1164,7 +1174,8 @@ fn parse_cpu_list(list: &str) -> Option<Vec<u32>> {
 }
 
 /// Resident memory of a process, from `/proc/PID/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Memory {
     /// VmRSS.
     rss_kb: u64,
@@ -1429,6 +1440,10 @@ mod tests {
             startup: Startup {
                 time_to_healthy_ms: 5.0,
                 idle_rss_kb: 5_000,
+            },
+            at_end: Memory {
+                rss_kb: 9_000,
+                peak_rss_kb: 10_000,
             },
             rows: rows(&runs),
             memory: MemoryResult {
