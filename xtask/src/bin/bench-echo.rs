@@ -130,8 +130,16 @@ async fn serve(listener: TcpListener) -> std::io::Result<()> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = accepted?;
-                stream.set_nodelay(true)?;
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    // A client that gave up before its connection was accepted.
+                    Err(error) if is_transient(&error) => continue,
+                    Err(error) => return Err(error),
+                };
+                // Without TCP_NODELAY small answers wait for Nagle: serve none that way.
+                if stream.set_nodelay(true).is_err() {
+                    continue;
+                }
                 connections.push(http.serve_connection(TokioIo::new(stream), service_fn(echo)));
             }
             // A connection that ends with an error (a client that went away mid-request)
@@ -139,6 +147,14 @@ async fn serve(listener: TcpListener) -> std::io::Result<()> {
             Some(_ended) = connections.next(), if !connections.is_empty() => {}
         }
     }
+}
+
+fn is_transient(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted
+    )
 }
 
 /// The endpoint: the body back, as JSON.
