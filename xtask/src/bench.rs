@@ -147,16 +147,16 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
         pinning: &pinning,
         http: &http,
     };
-    let echo = bench.start_echo()?;
+    let mut echo = bench.start_echo()?;
     let (startup, runs, at_end) = {
-        let control_plane = bench.start_control_plane("control-plane.log")?;
+        let mut control_plane = bench.start_control_plane("control-plane.log")?;
         println!(
             "bench: control plane healthy {:.1} ms after spawn, idle RSS {:.1} MiB",
             control_plane.startup.time_to_healthy_ms,
             mib(control_plane.startup.idle_rss_kb)
         );
         bench.register(&control_plane, Some(echo.port))?;
-        let runs = bench.scenarios(&control_plane, &echo)?;
+        let runs = bench.scenarios(&mut control_plane, &mut echo)?;
         let at_end = memory_of(control_plane.guard.pid())?;
         (control_plane.startup.clone(), runs, at_end)
     };
@@ -254,6 +254,8 @@ struct Bench<'a> {
 struct Guard {
     name: &'static str,
     child: Child,
+    /// Where its stdout and stderr go.
+    log: PathBuf,
 }
 
 impl Guard {
@@ -270,20 +272,27 @@ impl Guard {
                 display_command(&command)
             )
         })?;
-        Ok(Self { name, child })
+        Ok(Self {
+            name,
+            child,
+            log: log.to_path_buf(),
+        })
     }
 
     fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// An error if the process has already exited.
-    fn still_running(&mut self, log: &Path) -> Result<()> {
+    /// An error if the process has already exited (killed by someone, or crashed).
+    fn still_running(&mut self) -> Result<()> {
         match self.child.try_wait()? {
             None => Ok(()),
-            Some(status) => {
-                Err(format!("{} exited ({status}); see {}", self.name, log.display()).into())
-            }
+            Some(status) => Err(format!(
+                "{} exited ({status}); see {}",
+                self.name,
+                self.log.display()
+            )
+            .into()),
         }
     }
 }
@@ -361,7 +370,7 @@ impl Bench<'_> {
             "bench-echo's port",
             Instant::now() + STARTUP_TIMEOUT,
             || {
-                guard.still_running(&log)?;
+                guard.still_running()?;
                 let text = std::fs::read_to_string(&log)?;
                 Ok(text
                     .lines()
@@ -396,12 +405,12 @@ impl Bench<'_> {
         let mut guard = Guard::spawn("control-plane", command, &log)?;
         let deadline = spawned + STARTUP_TIMEOUT;
         let (api, management) = wait_for("the control plane's addresses", deadline, || {
-            guard.still_running(&log)?;
+            guard.still_running()?;
             let text = std::fs::read_to_string(&log)?;
             Ok(text.lines().find_map(parse_listening))
         })?;
         wait_for("the control plane's health", deadline, || {
-            guard.still_running(&log)?;
+            guard.still_running()?;
             Ok(self
                 .http
                 .call(Method::GET, management, "/actuator/health", None)
@@ -508,13 +517,28 @@ impl Bench<'_> {
 
     /// Every scenario at every concurrency, `repetitions` times, interleaved so that a
     /// slow phase of the machine touches every scenario rather than one.
-    fn scenarios(&self, control_plane: &ControlPlane, echo: &Echo) -> Result<Vec<RunResult>> {
+    fn scenarios(
+        &self,
+        control_plane: &mut ControlPlane,
+        echo: &mut Echo,
+    ) -> Result<Vec<RunResult>> {
         let mut runs = Vec::new();
         for repetition in 1..=self.plan.repetitions {
             for &concurrency in &self.plan.concurrencies {
                 for scenario in Scenario::ALL {
-                    let run =
-                        self.run_one(scenario, concurrency, repetition, control_plane, echo)?;
+                    let run = self
+                        .run_one(scenario, concurrency, repetition, control_plane, echo)
+                        .map_err(|error| {
+                            // A server that died explains a failed run better than the
+                            // load generator's view of it.
+                            match (
+                                control_plane.guard.still_running(),
+                                echo.guard.still_running(),
+                            ) {
+                                (Err(exited), _) | (_, Err(exited)) => exited,
+                                _ => error,
+                            }
+                        })?;
                     println!(
                         "bench: [{repetition}/{}] {:<11} c={concurrency:<3} {:>9.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  errors {}",
                         self.plan.repetitions,
