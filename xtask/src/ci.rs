@@ -1,15 +1,18 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 //!
-//! Each step prints a one-line header before it starts and its elapsed time after. No
-//! release builds: the machine has two cores, and debug artifacts are shared between
-//! clippy, the tests and the parity run.
+//! Each step prints a one-line header before it starts and its elapsed time after. The
+//! checks build in debug only: the machine has two cores, and debug artifacts are shared
+//! between clippy, the tests and the parity run. The one release build is the `bench`
+//! step's (`cargo xtask bench --quick`), because a benchmark of debug binaries would
+//! prove nothing about the ones users run; it keeps the benchmark from rotting, and CI
+//! never judges its numbers, only that every scenario ran without errors.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{cargo, display_command};
-use crate::{Result, parity, tidy};
+use crate::{Result, bench, parity, tidy};
 
 /// One step of the CI run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,7 @@ pub(crate) enum Step {
     Test,
     DocTest,
     Doc,
+    Bench,
     Parity,
 }
 
@@ -33,9 +37,8 @@ pub(crate) const STEPS: &[Step] = &[
     Step::Test,
     Step::DocTest,
     Step::Doc,
-    // Place for `cargo xtask bench --quick` (issue "Performance"): add a `Step::Bench`
-    // here that runs `bench::run(root, Quick)` in-process. It goes before `Parity`, which
-    // stays last so its `N passed, N failed` line closes the CI log.
+    // Before `Parity`, which stays last so its `N passed, N failed` line closes the log.
+    Step::Bench,
     Step::Parity,
 ];
 
@@ -53,6 +56,7 @@ impl Step {
             Step::Test => "test",
             Step::DocTest => "doctest",
             Step::Doc => "doc",
+            Step::Bench => "bench",
             Step::Parity => "parity",
         }
     }
@@ -108,7 +112,7 @@ impl Step {
                     .args(["doc", "--workspace", "--no-deps", "--locked"])
                     .env("RUSTDOCFLAGS", "-D warnings");
             }
-            Step::Tidy | Step::Parity => return None,
+            Step::Tidy | Step::Bench | Step::Parity => return None,
         }
         Some(command)
     }
@@ -117,6 +121,7 @@ impl Step {
     fn describe(self, root: &Path, nextest: bool) -> String {
         match self.command(root, nextest) {
             Some(command) => display_command(&command),
+            None if self == Step::Bench => "cargo xtask bench --quick (in-process)".to_owned(),
             None => format!("cargo xtask {} (in-process)", self.name()),
         }
     }
@@ -124,6 +129,7 @@ impl Step {
     fn run(self, root: &Path, nextest: bool) -> Result<()> {
         match self {
             Step::Tidy => tidy::run_and_report(root),
+            Step::Bench => bench::run(root, bench::Mode::Quick),
             Step::Parity => parity::run_and_report(root),
             _ => {
                 let mut command = self.command(root, nextest).expect("external step");
@@ -214,6 +220,7 @@ mod tests {
                 "test",
                 "doctest",
                 "doc",
+                "bench",
                 "parity"
             ]
         );
@@ -249,11 +256,13 @@ mod tests {
     }
 
     #[test]
-    fn tidy_and_parity_run_in_process() {
+    fn tidy_bench_and_parity_run_in_process() {
         assert!(Step::Tidy.command(Path::new("/repo"), true).is_none());
+        assert!(Step::Bench.command(Path::new("/repo"), true).is_none());
         assert!(Step::Parity.command(Path::new("/repo"), true).is_none());
     }
 
+    /// Only the bench step builds in release (in-process, so not shown here).
     #[test]
     fn no_release_builds() {
         for step in STEPS {

@@ -16,8 +16,12 @@
 //!   a closing `N passed, N failed` line.
 //! - `snap accept` / `snap list`: accept or list pending insta snapshots (`*.snap.new`)
 //!   without `cargo-insta`.
-//! - `bench`: not implemented yet (exits with code 2); tracked by the issue "Performance".
+//! - `bench [--quick]`: builds the release binaries and measures the control plane on
+//!   loopback against this package's own echo endpoint (`bench-echo`) with its own load
+//!   generator (`loadgen`); writes `target/bench/bench.{json,md}`. `--quick` is the smoke
+//!   run CI does.
 
+mod bench;
 mod ci;
 mod graph;
 mod parity;
@@ -57,9 +61,9 @@ enum Command {
         #[command(subcommand)]
         action: SnapAction,
     },
-    /// Benchmarks (not implemented yet; see the issue "Performance").
+    /// Measure the control plane against a direct echo (release builds, loopback).
     Bench {
-        /// A short run suitable for CI.
+        /// A smoke run of seconds (CI runs it): one repetition, concurrency 1 and 16.
         #[arg(long)]
         quick: bool,
     },
@@ -86,12 +90,14 @@ fn main() -> ExitCode {
         Command::Snap {
             action: SnapAction::List,
         } => snap::list(&root),
-        Command::Bench { quick: _ } => {
-            // Tracked, not faked: a later issue ("Performance") implements it and adds
-            // `cargo xtask bench --quick` to `cargo xtask ci`.
-            eprintln!("not yet implemented: see issue 'Performance'");
-            return ExitCode::from(2);
-        }
+        Command::Bench { quick } => bench::run(
+            &root,
+            if quick {
+                bench::Mode::Quick
+            } else {
+                bench::Mode::Full
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,220 @@
+//! `bench-echo`: the function endpoint of `cargo xtask bench`, and its floor.
+//!
+//! It answers every `POST` with 200, `Content-Type: application/json` and the request
+//! body unchanged, which is what a POOL function must return for the control plane to
+//! record the dispatched body as the output. It has to cost as little as possible:
+//! whatever CPU it spends on the servers' core is CPU the control plane cannot use, and
+//! its direct throughput is the ceiling every ratio of the report is taken against.
+//!
+//! Hence hyper's connection-level server and nothing above it (no router, no tower
+//! layers), HTTP/1.1 keep-alive, `TCP_NODELAY`, and by default one thread: a
+//! current-thread runtime that drives every connection from the accept loop itself
+//! (a `FuturesUnordered`, so nothing is spawned and nothing is shared between threads).
+//! On loopback with the servers pinned to one core, one thread is the fastest choice
+//! (measured in `docs/performance.md`); `--threads N` runs N such loops on one
+//! listening socket, each on a scoped thread, to measure that again.
+//!
+//! Usage: `bench-echo [PORT] [--threads N]`; binds `127.0.0.1:PORT` (`0`, the default,
+//! picks a free port) and prints the bound port alone on the first line of stdout.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// The command line: `[PORT] [--threads N]`.
+#[derive(Debug, PartialEq, Eq)]
+struct Args {
+    port: u16,
+    threads: usize,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args {
+        port: 0,
+        threads: 1,
+    };
+    while let Some(arg) = args.next() {
+        if arg == "--threads" {
+            let value = args.next().ok_or("--threads needs a value")?;
+            parsed.threads = value
+                .parse()
+                .ok()
+                .filter(|threads| *threads >= 1)
+                .ok_or_else(|| format!("--threads: not a positive number: {value}"))?;
+        } else {
+            parsed.port = arg
+                .parse()
+                .map_err(|_| format!("not a port number: {arg}"))?;
+        }
+    }
+    Ok(parsed)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("bench-echo: {message}\nusage: bench-echo [PORT] [--threads N]");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench-echo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> std::io::Result<()> {
+    let listener = StdListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port)))?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{port}")?;
+    stdout.flush()?;
+    drop(stdout);
+
+    if args.threads == 1 {
+        return serve_on_this_thread(listener);
+    }
+    // Each loop accepts from its own clone of the socket; the kernel hands every new
+    // connection to one of them. The scope joins them all: nothing outlives `run`.
+    std::thread::scope(|scope| {
+        let loops: Vec<_> = (0..args.threads)
+            .map(|_| {
+                let listener = listener.try_clone();
+                scope.spawn(move || serve_on_this_thread(listener?))
+            })
+            .collect();
+        loops
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<std::io::Result<Vec<()>>>()
+            .map(drop)
+    })
+}
+
+/// Serves `listener` on a current-thread runtime built here, until accepting fails.
+fn serve_on_this_thread(listener: StdListener) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        let listener = TcpListener::from_std(listener)?;
+        serve(listener).await
+    })
+}
+
+/// Accepts connections and drives each of them to its end, all on this task.
+async fn serve(listener: TcpListener) -> std::io::Result<()> {
+    let http = http1::Builder::new();
+    let mut connections = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    // A client that gave up before its connection was accepted.
+                    Err(error) if is_transient(&error) => continue,
+                    Err(error) => return Err(error),
+                };
+                // Without TCP_NODELAY small answers wait for Nagle: serve none that way.
+                if stream.set_nodelay(true).is_err() {
+                    continue;
+                }
+                connections.push(http.serve_connection(TokioIo::new(stream), service_fn(echo)));
+            }
+            // A connection that ends with an error (a client that went away mid-request)
+            // concerns that client only.
+            Some(_ended) = connections.next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+fn is_transient(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted
+    )
+}
+
+/// The endpoint: the body back, as JSON.
+async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if request.method() != Method::POST {
+        return Ok(method_not_allowed());
+    }
+    let body = request.into_body().collect().await?.to_bytes();
+    let mut response = Response::new(Full::new(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+fn method_not_allowed() -> Response<Full<Bytes>> {
+    let body = Bytes::from_static(
+        br#"{"error":"METHOD_NOT_ALLOWED","message":"bench-echo answers POST only"}"#,
+    );
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Result<Args, String> {
+        parse_args(words.iter().map(|word| (*word).to_owned()))
+    }
+
+    #[test]
+    fn binds_a_free_port_on_one_thread_by_default() {
+        assert_eq!(
+            args(&[]),
+            Ok(Args {
+                port: 0,
+                threads: 1
+            })
+        );
+    }
+
+    #[test]
+    fn takes_a_port_and_a_thread_count() {
+        assert_eq!(
+            args(&["9000", "--threads", "2"]),
+            Ok(Args {
+                port: 9000,
+                threads: 2
+            })
+        );
+        assert!(args(&["--threads", "0"]).is_err());
+        assert!(args(&["http"]).is_err());
+    }
+}
