@@ -205,7 +205,7 @@ async fn run(args: Args) -> std::io::Result<()> {
     let callback_base_url = args
         .callback_base_url
         .unwrap_or_else(|| format!("http://{api_addr}/v1/internal/executions"));
-    let pool = PoolDispatcher::new().map_err(std::io::Error::other)?;
+    let pool = PoolDispatcher::new();
     // The metrics observe the scheduler, so they exist first.
     let metrics = Arc::new(Metrics::new());
     let parts = SchedulerParts {

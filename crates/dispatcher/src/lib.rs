@@ -23,7 +23,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let router = ModeRouter::new(PoolDispatcher::new().expect("HTTP client"));
+//! let router = ModeRouter::new(PoolDispatcher::new());
 //! let function = FunctionSpec::from_json(&serde_json::json!({
 //!     "name": "echo", "image": "nanofaas/echo", "executionMode": "LOCAL"
 //! })).unwrap();
@@ -52,7 +52,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let pool = PoolDispatcher::with_config(PoolConfig::default()).expect("HTTP client");
+//! let pool = PoolDispatcher::with_config(PoolConfig::default());
 //! let router = ModeRouter::new(pool);
 //! let function = FunctionSpec::from_json(&serde_json::json!({
 //!     "name": "resize", "image": "acme/resize", "executionMode": "POOL",
@@ -77,6 +77,6 @@ mod provider;
 mod router;
 
 pub use local::LocalDispatcher;
-pub use pool::{ClientBuildError, DEFAULT_MAX_RESPONSE_BYTES, PoolConfig, PoolDispatcher};
+pub use pool::{DEFAULT_MAX_RESPONSE_BYTES, PoolConfig, PoolDispatcher};
 pub use provider::replica_env;
 pub use router::ModeRouter;

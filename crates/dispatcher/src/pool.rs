@@ -1,14 +1,21 @@
 //! `POOL`: one HTTP `POST` per attempt to the function's `endpointUrl`.
 
-use std::collections::BTreeMap;
-use std::error::Error as _;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use core_types::{
     Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo, Payload,
     is_json_media_type,
 };
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// Largest response body read by default (32 MiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
@@ -47,87 +54,135 @@ impl Default for PoolConfig {
     }
 }
 
-/// The HTTP client could not be built (e.g. the system's TLS or resolver setup failed).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client for POOL dispatch: {0}")]
-pub struct ClientBuildError(#[source] reqwest::Error);
-
 /// Dispatches `POOL` functions (and `DEPLOYMENT` functions once they have an endpoint)
-/// over HTTP, through one pooled keep-alive client shared by every function.
+/// over HTTP/1.1, through one pooled keep-alive client shared by every function.
+///
+/// The client is hyper's own pooled client, not a higher-level one: dispatch needs one
+/// `POST` with fixed headers, no redirects, no proxies, no cookies, and the layers a
+/// general-purpose client adds for those (URL parsing, redirect and retry policies) cost
+/// more CPU per dispatch than the control plane's own work (see `docs/performance.md`).
 ///
 /// Cloning is cheap and shares the connection pool.
 #[derive(Clone, Debug)]
 pub struct PoolDispatcher {
-    client: reqwest::Client,
+    client: Client<HttpConnector, Full<Bytes>>,
     max_response_bytes: usize,
+    endpoints: Arc<Endpoints>,
+}
+
+/// Endpoint URLs parsed once: parsing one per dispatch showed in profiles. Functions
+/// are few; the map is cleared if it ever grows past [`Endpoints::MAX`], so endpoints
+/// of removed functions cannot pile up.
+#[derive(Debug, Default)]
+struct Endpoints(RwLock<HashMap<Box<str>, Uri>>);
+
+impl Endpoints {
+    const MAX: usize = 1024;
+
+    fn parse(&self, endpoint: &str) -> Result<Uri, String> {
+        let read = |map: &HashMap<Box<str>, Uri>| map.get(endpoint).cloned();
+        if let Some(uri) = read(&self.0.read().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(uri);
+        }
+        let uri: Uri = endpoint
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(format!("scheme {other}:// is not supported (only http://)"));
+            }
+            None => return Err("an absolute http:// URL is required".to_owned()),
+        }
+        if uri.host().is_none() {
+            return Err("the URL has no host".to_owned());
+        }
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(endpoint.into(), uri.clone());
+        Ok(uri)
+    }
+}
+
+impl Default for PoolDispatcher {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PoolDispatcher {
     /// A dispatcher with the default [`PoolConfig`].
-    pub fn new() -> Result<Self, ClientBuildError> {
+    pub fn new() -> Self {
         Self::with_config(PoolConfig::default())
     }
 
     /// A dispatcher with `config`.
     ///
-    /// The client ignores proxy settings of the environment (function endpoints are
-    /// cluster-internal), sets `TCP_NODELAY`, and does not follow redirects (a 3xx is
-    /// a non-2xx answer).
-    pub fn with_config(config: PoolConfig) -> Result<Self, ClientBuildError> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
+    /// The client speaks plain HTTP/1.1 (function endpoints are cluster-internal), sets
+    /// `TCP_NODELAY`, ignores proxy settings of the environment, and does not follow
+    /// redirects (a 3xx is a non-2xx answer).
+    pub fn with_config(config: PoolConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            // The idle timeout needs a timer to act on.
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(ClientBuildError)?;
-        Ok(Self {
+            .build(connector);
+        Self {
             client,
             max_response_bytes: config.max_response_bytes,
-        })
+            endpoints: Arc::default(),
+        }
     }
 
     async fn call(&self, endpoint: &str, request: &DispatchRequest) -> DispatchOutcome {
-        let url = reqwest::Url::parse(endpoint).map_err(|e| {
+        let uri = self.endpoints.parse(endpoint).map_err(|e| {
             dispatch_error(format!("function endpointUrl {endpoint:?} is invalid: {e}"))
         })?;
-        let headers = request_headers(request)?;
         let body = serde_json::to_vec(&WireRequest {
             input: &request.input,
             metadata: &request.metadata,
         })
         .map_err(|e| dispatch_error(format!("cannot encode the request body: {e}")))?;
+        let mut outgoing = Request::post(uri)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| dispatch_error(format!("cannot build the request: {e}")))?;
+        *outgoing.headers_mut() = request_headers(request)?;
 
-        let mut response = self
-            .client
-            .post(url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, endpoint, request))?;
-
+        let response = self.client.request(outgoing).await.map_err(|e| {
+            let what = if e.is_connect() {
+                "cannot connect to"
+            } else {
+                "request failed to"
+            };
+            transport_error(what, &e, endpoint, request)
+        })?;
         let status = response.status();
-        let cold_start = response
-            .headers()
+        let (parts, mut body) = response.into_parts();
+
+        let cold_start = parts
+            .headers
             .get(X_COLD_START)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let init_duration_ms = response
-            .headers()
+        let init_duration_ms = parts
+            .headers
             .get(X_INIT_DURATION_MS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let is_json = response
-            .headers()
+        let is_json = parts
+            .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_json_media_type);
 
         if !status.is_success() {
             let (preview, end) = read_capped(
-                &mut response,
+                &mut body,
                 self.max_response_bytes,
                 ERROR_BODY_PREVIEW_BYTES + 4,
             )
@@ -149,12 +204,8 @@ impl PoolDispatcher {
             ));
         }
 
-        let (body, end) = read_capped(
-            &mut response,
-            self.max_response_bytes,
-            self.max_response_bytes,
-        )
-        .await;
+        let (body, end) =
+            read_capped(&mut body, self.max_response_bytes, self.max_response_bytes).await;
         match end {
             BodyEnd::Complete { .. } => {}
             BodyEnd::OverLimit => {
@@ -167,7 +218,14 @@ impl PoolDispatcher {
                     ),
                 ));
             }
-            BodyEnd::Failed(e) => return Err(transport_error(&e, endpoint, request)),
+            BodyEnd::Failed(e) => {
+                return Err(transport_error(
+                    "lost the response from",
+                    &e,
+                    endpoint,
+                    request,
+                ));
+            }
         }
 
         let output = output_from_body(&body, is_json).map_err(|reason| {
@@ -275,17 +333,14 @@ enum BodyEnd {
     /// It is longer than the limit; reading stopped.
     OverLimit,
     /// The connection failed mid-body.
-    Failed(reqwest::Error),
+    Failed(hyper::Error),
 }
 
 /// Reads at most `limit` bytes of the body, keeping the first `keep` of them.
-async fn read_capped(
-    response: &mut reqwest::Response,
-    limit: usize,
-    keep: usize,
-) -> (Vec<u8>, BodyEnd) {
-    let declared = response
-        .content_length()
+async fn read_capped(body: &mut Incoming, limit: usize, keep: usize) -> (Vec<u8>, BodyEnd) {
+    let declared = body
+        .size_hint()
+        .exact()
         .and_then(|n| usize::try_from(n).ok());
     if declared.is_some_and(|n| n > limit) {
         return (Vec::new(), BodyEnd::OverLimit);
@@ -293,8 +348,11 @@ async fn read_capped(
     let mut kept = Vec::with_capacity(declared.unwrap_or(0).min(keep));
     let mut total = 0usize;
     loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                let Ok(chunk) = frame.into_data() else {
+                    continue; // trailers
+                };
                 total = total.saturating_add(chunk.len());
                 if total > limit {
                     return (kept, BodyEnd::OverLimit);
@@ -302,8 +360,8 @@ async fn read_capped(
                 let room = keep.saturating_sub(kept.len());
                 kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
-            Ok(None) => return (kept, BodyEnd::Complete { total }),
-            Err(e) => return (kept, BodyEnd::Failed(e)),
+            None => return (kept, BodyEnd::Complete { total }),
+            Some(Err(e)) => return (kept, BodyEnd::Failed(e)),
         }
     }
 }
@@ -332,18 +390,14 @@ fn timeout_error(timeout_ms: u64) -> ErrorInfo {
     )
 }
 
-/// A failure of the HTTP exchange itself (connect, send, or reading the body).
-fn transport_error(error: &reqwest::Error, endpoint: &str, request: &DispatchRequest) -> ErrorInfo {
-    if error.is_timeout() {
-        return timeout_error(request.function.timeout_ms);
-    }
-    let what = if error.is_connect() {
-        "cannot connect to"
-    } else if error.is_body() || error.is_decode() {
-        "lost the response from"
-    } else {
-        "request failed to"
-    };
+/// A failure of the HTTP exchange itself (connect, send, or reading the body): `what`
+/// happened, and why.
+fn transport_error(
+    what: &str,
+    error: &(dyn std::error::Error + 'static),
+    endpoint: &str,
+    request: &DispatchRequest,
+) -> ErrorInfo {
     let info = dispatch_error(format!(
         "{what} function endpoint {endpoint}: {}",
         error_chain(error)
@@ -352,9 +406,9 @@ fn transport_error(error: &reqwest::Error, endpoint: &str, request: &DispatchReq
     info
 }
 
-/// The causes of `error` (its own text only repeats the URL), `cause: cause ...`.
-fn error_chain(error: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
+/// `error` and its causes, `error: cause: cause ...`, without repeats.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
     let mut source = error.source();
     while let Some(cause) = source {
         let part = cause.to_string();
@@ -363,11 +417,7 @@ fn error_chain(error: &reqwest::Error) -> String {
         }
         source = cause.source();
     }
-    if parts.is_empty() {
-        error.to_string()
-    } else {
-        parts.join(": ")
-    }
+    parts.join(": ")
 }
 
 #[cfg(test)]

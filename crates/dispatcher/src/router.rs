@@ -134,7 +134,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_production_router_echoes_local_functions() {
-        let router = ModeRouter::new(PoolDispatcher::new().unwrap());
+        let router = ModeRouter::new(PoolDispatcher::new());
         let mut request = request("LOCAL", None);
         request.input = Payload::from_json_text(r#"{"deep": [1, {"a": null}]}"#).unwrap();
         let success = router.dispatch(request).await.unwrap();

@@ -180,7 +180,7 @@ fn pool_request(f: &Function) -> DispatchRequest {
 }
 
 fn pool() -> PoolDispatcher {
-    PoolDispatcher::new().unwrap()
+    PoolDispatcher::new()
 }
 
 fn header<'a>(seen: &'a Seen, name: &str) -> Option<&'a str> {
@@ -326,8 +326,7 @@ async fn a_2xx_body_over_the_limit_is_a_function_error() {
     let pool = PoolDispatcher::with_config(PoolConfig {
         max_response_bytes: 16,
         ..PoolConfig::default()
-    })
-    .unwrap();
+    });
     let error = pool.dispatch(pool_request(&f)).await.unwrap_err();
     assert!(error.has_code(ErrorCode::FunctionError), "{error:?}");
     assert!(error.message.contains("16 byte limit"), "{error:?}");
