@@ -160,6 +160,17 @@ impl FunctionQueue {
 
     /// Adds an execution at the tail and announces the queue.
     pub fn push(&self, execution: QueuedExecution) -> Result<(), PushError> {
+        self.push_unannounced(execution)?;
+        self.announce();
+        Ok(())
+    }
+
+    /// Adds an execution at the tail without announcing it, for a caller that tries to
+    /// take work from the queue itself right after (`try_acquire_slot`, then `pop`).
+    /// If that finds no free slot, the release of a taken one announces the queue: the
+    /// fence here and the one in [`Slot`]'s release make sure at least one of the two
+    /// sees the other (the new depth, or the freed slot).
+    pub fn push_unannounced(&self, execution: QueuedExecution) -> Result<(), PushError> {
         {
             let mut entries = self.entries();
             if entries.closed {
@@ -177,7 +188,7 @@ impl FunctionQueue {
             entries.fifo.push_back(execution);
             self.depth.store(entries.fifo.len(), Ordering::Relaxed);
         }
-        self.announce();
+        std::sync::atomic::fence(Ordering::SeqCst);
         Ok(())
     }
 
@@ -293,6 +304,8 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.queue.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // Pairs with the fence of `push_unannounced`: see its documentation.
+        std::sync::atomic::fence(Ordering::SeqCst);
         self.queue.slot_released.notify_waiters();
         if self.queue.depth() > 0 {
             self.queue.announce();

@@ -605,10 +605,22 @@ impl Scheduler {
                 waiters: Vec::new(),
             },
         );
-        if let Err(refused) = runtime.queue.push(QueuedExecution {
+        // With the background loop running, the submitting task starts the dispatch
+        // itself when a slot is free, instead of waking the loop to do it: one task
+        // hand-off less per invocation. If no slot is free, the release of a taken one
+        // announces the queue to the loop as usual. Without the loop (manual mode)
+        // queued work waits for `tick_once`.
+        let dispatch_here = inner.background.load(Ordering::Acquire);
+        let queued = QueuedExecution {
             id: id.clone(),
             enqueued_at: now,
-        }) {
+        };
+        let pushed = if dispatch_here {
+            runtime.queue.push_unannounced(queued)
+        } else {
+            runtime.queue.push(queued)
+        };
+        if let Err(refused) = pushed {
             inner.live.remove(&id);
             inner.parts.executions.remove(&id).await;
             // `claim` drops here and abandons the key: a refused request leaves no claim.
@@ -634,6 +646,10 @@ impl Scheduler {
             function,
             execution: &id,
         });
+        if dispatch_here {
+            // The background loop owns what this starts, as if it had started it.
+            drop(self.tick_runtime(&runtime).await);
+        }
         Ok(Submitted {
             execution_id: id,
             replayed: false,
@@ -819,6 +835,11 @@ impl Scheduler {
                 version,
                 kind: ChangeKind::Started { attempt, at: now },
             };
+            // The record says `running` before the handle is returned. The in-memory
+            // store answers in one poll, so a caller dropped here (a drain-once or a
+            // submit whose client went away) cannot leave the execution marked running
+            // with no task; a store that really waits would need this write moved into
+            // the attempt's task (its version already orders it against completions).
             self.write(&queued.id, change).await;
             inner.parts.observer.on_event(SchedulerEvent::Dispatched {
                 function: &runtime.spec.name,
