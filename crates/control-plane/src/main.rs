@@ -32,11 +32,6 @@ enum SchedulerMode {
     Manual,
 }
 
-/// Every allocation of the control plane: small and short-lived, from every worker
-/// thread (see the commit introducing it for the measurement).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
