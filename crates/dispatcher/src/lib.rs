@@ -71,6 +71,7 @@
 //! # }
 //! ```
 
+mod connections;
 mod local;
 mod pool;
 mod provider;

@@ -9,13 +9,12 @@ use core_types::{
     Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo, Payload,
     is_json_media_type,
 };
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::connections::{Conn, Connections};
 
 /// Largest response body read by default (32 MiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
@@ -57,15 +56,16 @@ impl Default for PoolConfig {
 /// Dispatches `POOL` functions (and `DEPLOYMENT` functions once they have an endpoint)
 /// over HTTP/1.1, through one pooled keep-alive client shared by every function.
 ///
-/// The client is hyper's own pooled client, not a higher-level one: dispatch needs one
-/// `POST` with fixed headers, no redirects, no proxies, no cookies, and the layers a
-/// general-purpose client adds for those (URL parsing, redirect and retry policies) cost
-/// more CPU per dispatch than the control plane's own work (see `docs/performance.md`).
+/// Each dispatch drives its own keep-alive connection (see `connections.rs`), not a
+/// general-purpose client: dispatch needs one `POST` with fixed headers, no redirects,
+/// no proxies, no cookies, and the layers and connection tasks of a general-purpose
+/// client cost more CPU per dispatch than the control plane's own work (see
+/// `docs/performance.md`).
 ///
 /// Cloning is cheap and shares the connection pool.
 #[derive(Clone, Debug)]
 pub struct PoolDispatcher {
-    client: Client<HttpConnector, Full<Bytes>>,
+    connections: Arc<Connections>,
     max_response_bytes: usize,
     endpoints: Arc<Endpoints>,
 }
@@ -124,16 +124,11 @@ impl PoolDispatcher {
     /// `TCP_NODELAY`, ignores proxy settings of the environment, and does not follow
     /// redirects (a 3xx is a non-2xx answer).
     pub fn with_config(config: PoolConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            // The idle timeout needs a timer to act on.
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .build(connector);
         Self {
-            client,
+            connections: Arc::new(Connections::new(
+                config.pool_idle_timeout,
+                config.pool_max_idle_per_host,
+            )),
             max_response_bytes: config.max_response_bytes,
             endpoints: Arc::default(),
         }
@@ -148,41 +143,75 @@ impl PoolDispatcher {
             metadata: &request.metadata,
         })
         .map_err(|e| dispatch_error(format!("cannot encode the request body: {e}")))?;
-        let mut outgoing = Request::post(uri)
+        let Some(authority) = uri.authority().cloned() else {
+            return Err(dispatch_error(format!(
+                "function endpointUrl {endpoint:?} has no host"
+            )));
+        };
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut outgoing = Request::post(target)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| dispatch_error(format!("cannot build the request: {e}")))?;
-        *outgoing.headers_mut() = request_headers(request)?;
+        let mut headers = request_headers(request)?;
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(authority.as_str())
+                .map_err(|e| dispatch_error(format!("invalid host: {e}")))?,
+        );
+        *outgoing.headers_mut() = headers;
 
-        let response = self.client.request(outgoing).await.map_err(|e| {
-            let what = if e.is_connect() {
-                "cannot connect to"
-            } else {
-                "request failed to"
-            };
-            transport_error(what, &e, endpoint, request)
-        })?;
+        let mut conn = self
+            .connections
+            .get(&authority)
+            .await
+            .map_err(|e| transport_error("cannot connect to", &e, endpoint, request))?;
+        let response = conn
+            .send(outgoing)
+            .await
+            .map_err(|e| transport_error("request failed to", &e, endpoint, request))?;
         let status = response.status();
         let (parts, mut body) = response.into_parts();
+        let outcome = self
+            .answer(
+                status,
+                &parts.headers,
+                &mut body,
+                &mut conn,
+                endpoint,
+                request,
+            )
+            .await;
+        self.connections.put(authority, conn);
+        outcome
+    }
 
-        let cold_start = parts
-            .headers
+    /// Reads the answer whose head is `status` and `headers`.
+    async fn answer(
+        &self,
+        status: hyper::StatusCode,
+        headers: &HeaderMap,
+        body: &mut Incoming,
+        conn: &mut Conn,
+        endpoint: &str,
+        request: &DispatchRequest,
+    ) -> DispatchOutcome {
+        let cold_start = headers
             .get(X_COLD_START)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let init_duration_ms = parts
-            .headers
+        let init_duration_ms = headers
             .get(X_INIT_DURATION_MS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let is_json = parts
-            .headers
+        let is_json = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_json_media_type);
 
         if !status.is_success() {
             let (preview, end) = read_capped(
-                &mut body,
+                body,
+                conn,
                 self.max_response_bytes,
                 ERROR_BODY_PREVIEW_BYTES + 4,
             )
@@ -205,7 +234,7 @@ impl PoolDispatcher {
         }
 
         let (body, end) =
-            read_capped(&mut body, self.max_response_bytes, self.max_response_bytes).await;
+            read_capped(body, conn, self.max_response_bytes, self.max_response_bytes).await;
         match end {
             BodyEnd::Complete { .. } => {}
             BodyEnd::OverLimit => {
@@ -337,7 +366,12 @@ enum BodyEnd {
 }
 
 /// Reads at most `limit` bytes of the body, keeping the first `keep` of them.
-async fn read_capped(body: &mut Incoming, limit: usize, keep: usize) -> (Vec<u8>, BodyEnd) {
+async fn read_capped(
+    body: &mut Incoming,
+    conn: &mut Conn,
+    limit: usize,
+    keep: usize,
+) -> (Vec<u8>, BodyEnd) {
     let declared = body
         .size_hint()
         .exact()
@@ -348,7 +382,7 @@ async fn read_capped(body: &mut Incoming, limit: usize, keep: usize) -> (Vec<u8>
     let mut kept = Vec::with_capacity(declared.unwrap_or(0).min(keep));
     let mut total = 0usize;
     loop {
-        match body.frame().await {
+        match conn.frame(body).await {
             Some(Ok(frame)) => {
                 let Ok(chunk) = frame.into_data() else {
                     continue; // trailers
