@@ -2,8 +2,9 @@
 //!
 //! Owns:
 //! - `LOCAL`: [`LocalDispatcher`], the built-in echo (output = input, warm, no network);
-//! - `POOL`: [`PoolDispatcher`], one `POST <endpointUrl>` per attempt through a single
-//!   pooled keep-alive HTTP client, mapping the answer to an output or to a
+//! - `POOL`: [`PoolDispatcher`], one `POST <endpointUrl>` per attempt over a pooled
+//!   keep-alive HTTP/1.1 connection that the dispatch itself drives (no connection
+//!   tasks), mapping the answer to an output or to a
 //!   `FUNCTION_ERROR` / `DISPATCH_ERROR` / `DISPATCH_TIMEOUT` (the runtime wire contract
 //!   of `docs/api.md`);
 //! - [`replica_env`], what the replicas of a `DEPLOYMENT` function are given, for
