@@ -14,7 +14,7 @@ use core_types::{
 };
 use scheduler::{Completion, CompletionSource, SubmitOptions};
 use serde_json::{Value, json};
-use store::{ExecutionRecord, RegisteredFunction};
+use store::ExecutionRecord;
 
 use crate::body::parse_json;
 use crate::openapi::{
@@ -30,12 +30,6 @@ use core_types::headers::{IDEMPOTENCY_KEY, X_DISPATCH_ATTEMPT, X_TIMEOUT_MS, X_T
 const X_EXECUTION_ID: HeaderName = HeaderName::from_static(core_types::headers::X_EXECUTION_ID);
 
 // ----- functions ---------------------------------------------------------------------
-
-/// The JSON view of a registered function: the resolved spec plus the modes and
-/// `createdAt`.
-fn function_view(function: &RegisteredFunction) -> Value {
-    serde_json::to_value(FunctionView::of(function)).unwrap_or_else(|_| json!({}))
-}
 
 fn function_not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("function {} is not registered", shown(name)))
@@ -96,7 +90,7 @@ pub(crate) async fn register_function(
     let spec = FunctionSpec::from_json(&value).map_err(|e| ApiError::invalid_all(e.0))?;
     let registered = state.scheduler.register_function(spec).await?;
     tracing::info!(function = %registered.spec.name, mode = ?registered.spec.execution_mode, "function registered");
-    Ok((StatusCode::CREATED, Json(function_view(&registered))).into_response())
+    Ok((StatusCode::CREATED, Json(FunctionView::of(&registered))).into_response())
 }
 
 /// `GET /v1/functions`.
@@ -107,10 +101,10 @@ pub(crate) async fn register_function(
     summary = "List the registered functions, sorted by name",
     responses((status = 200, description = "Every registered function", body = Vec<FunctionView>))
 )]
-pub(crate) async fn list_functions(State(state): State<AppState>) -> Json<Vec<Value>> {
-    let mut functions = state.scheduler.functions().await;
-    functions.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-    Json(functions.iter().map(function_view).collect())
+pub(crate) async fn list_functions(State(state): State<AppState>) -> Json<Vec<FunctionView>> {
+    // The registry lists functions sorted by name (its port's contract).
+    let functions = state.scheduler.functions().await;
+    Json(functions.iter().map(FunctionView::of).collect())
 }
 
 /// `GET /v1/functions/{name}`.
@@ -128,13 +122,13 @@ pub(crate) async fn list_functions(State(state): State<AppState>) -> Json<Vec<Va
 pub(crate) async fn get_function(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FunctionView>, ApiError> {
     let function = state
         .scheduler
         .function(&name)
         .await
         .ok_or_else(|| function_not_found(&name))?;
-    Ok(Json(function_view(&function)))
+    Ok(Json(FunctionView::of(&function)))
 }
 
 /// `DELETE /v1/functions/{name}`.
