@@ -33,6 +33,8 @@ mod function;
 mod ids;
 mod payload;
 mod ports;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod time;
 mod wire;
 

@@ -10,35 +10,20 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
+use core_types::testing::ManualClock;
 use core_types::{
-    Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo,
+    Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo,
     FunctionName, Timestamp,
 };
 use http_api::{ApiConfig, AppState, Metrics, RuntimeConfig, management_router, router};
 use scheduler::{MemoryLimits, Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-/// Wall time as the test says it is.
-struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    fn advance_ms(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_millis(self.0.load(Ordering::SeqCst))
-    }
-}
 
 /// Echoes the input, except: `{"fail": true}` fails the attempt, `{"hang": true}` never
 /// answers (the function's `timeoutMs` ends it), `{"cold": ms}` answers as a cold start
@@ -76,7 +61,9 @@ fn service(config: ApiConfig) -> Service {
 }
 
 fn service_within(config: ApiConfig, limits: MemoryLimits) -> Service {
-    let clock = Arc::new(ManualClock(AtomicU64::new(1_800_000_000_000)));
+    let clock = Arc::new(ManualClock::starting_at(Timestamp::from_millis(
+        1_800_000_000_000,
+    )));
     let metrics = Arc::new(Metrics::with_clock(clock.clone()));
     let parts = SchedulerParts {
         clock: clock.clone(),

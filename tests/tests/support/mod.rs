@@ -15,24 +15,21 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use core_types::testing::{ManualClock, SequentialIds};
 use core_types::{
     Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo,
-    ExecutionId, IdGenerator, Payload, Timestamp, TraceId,
+    ExecutionId, IdGenerator, Payload,
 };
 use http_api::{ApiConfig, AppState, Metrics};
 use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tower::ServiceExt;
-
-/// Where every clock starts: 2026-01-01T00:00:00Z.
-pub(crate) const EPOCH_MS: u64 = 1_767_225_600_000;
 
 /// The callback base the scheduler hands to dispatches (never called in-process).
 const CALLBACK_BASE_URL: &str = "http://127.0.0.1:8080/v1/internal/executions";
@@ -48,49 +45,6 @@ pub(crate) fn router_over(
 }
 
 // ----- fakes -------------------------------------------------------------------------
-
-/// A clock that moves only when told.
-#[derive(Debug, Default)]
-pub(crate) struct ManualClock(AtomicU64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_millis(EPOCH_MS + self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// `exec-1`, `exec-2`, ... and `trace-1`, ...; remembers how many executions it named,
-/// so a test can look at every execution that was ever created.
-#[derive(Debug, Default)]
-pub(crate) struct SequentialIds {
-    executions: AtomicU64,
-    traces: AtomicU64,
-}
-
-impl SequentialIds {
-    /// Every execution id handed out so far, in order.
-    pub(crate) fn issued(&self) -> Vec<ExecutionId> {
-        (1..=self.executions.load(Ordering::SeqCst))
-            .map(|n| ExecutionId::new(format!("exec-{n}")))
-            .collect()
-    }
-}
-
-impl IdGenerator for SequentialIds {
-    fn execution_id(&self) -> ExecutionId {
-        ExecutionId::new(format!(
-            "exec-{}",
-            self.executions.fetch_add(1, Ordering::SeqCst) + 1
-        ))
-    }
-
-    fn trace_id(&self) -> TraceId {
-        TraceId::new(format!(
-            "trace-{}",
-            self.traces.fetch_add(1, Ordering::SeqCst) + 1
-        ))
-    }
-}
 
 /// What the scripted dispatcher does for one attempt.
 pub(crate) enum Step {
@@ -437,7 +391,7 @@ impl Api {
 
     /// Moves the manual clock.
     pub(crate) fn advance_clock(&self, ms: u64) {
-        self.clock.0.fetch_add(ms, Ordering::SeqCst);
+        self.clock.advance_ms(ms);
     }
 
     /// Every execution id the scheduler has ever named.

@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use core_types::testing::{ManualClock, SequentialIds};
 use core_types::{
     Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, DurationMs, ErrorCode,
-    ErrorInfo, ExecutionId, FunctionName, FunctionSpec, IdGenerator, IdempotencyKey,
-    InvocationRequest, Payload, Timestamp, TraceId,
+    ErrorInfo, ExecutionId, FunctionName, FunctionSpec, IdempotencyKey, InvocationRequest, Payload,
+    Timestamp,
 };
 use scheduler::{
     Observer, Scheduler, SchedulerConfig, SchedulerEvent, SchedulerParts, SubmitError,
@@ -18,42 +18,6 @@ use scheduler::{
 };
 use store::{MemoryExecutionStore, MemoryFunctionRegistry, MemoryIdempotencyStore};
 use tokio::sync::oneshot;
-
-/// Where every case's clock starts: 2026-01-01T00:00:00Z.
-const EPOCH_MS: u64 = 1_767_225_600_000;
-
-/// A clock that moves only when told.
-#[derive(Debug, Default)]
-pub(crate) struct ManualClock(AtomicU64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_millis(EPOCH_MS + self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// `exec-1`, `exec-2`, ... and `trace-1`, ...
-#[derive(Debug, Default)]
-pub(crate) struct SequentialIds {
-    executions: AtomicU64,
-    traces: AtomicU64,
-}
-
-impl IdGenerator for SequentialIds {
-    fn execution_id(&self) -> ExecutionId {
-        ExecutionId::new(format!(
-            "exec-{}",
-            self.executions.fetch_add(1, Ordering::SeqCst) + 1
-        ))
-    }
-
-    fn trace_id(&self) -> TraceId {
-        TraceId::new(format!(
-            "trace-{}",
-            self.traces.fetch_add(1, Ordering::SeqCst) + 1
-        ))
-    }
-}
 
 /// What the scripted dispatcher does for one attempt.
 pub(crate) enum Step {
@@ -339,7 +303,7 @@ impl Case {
 
     /// Moves the manual clock.
     pub(crate) fn advance_clock(&self, ms: u64) {
-        self.clock.0.fetch_add(ms, Ordering::SeqCst);
+        self.clock.advance_ms(ms);
     }
 
     /// Pins the observable state as `snapshots/<case>/<checkpoint>.snap`.
@@ -387,7 +351,7 @@ impl Case {
             };
             let at = |t: Option<Timestamp>| {
                 t.map_or("-".to_owned(), |t| {
-                    format!("t+{}ms", t.as_millis() - EPOCH_MS)
+                    format!("t+{}ms", self.clock.offset_of(t))
                 })
             };
             writeln!(
