@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::ServiceExt;
 use clap::{Parser, ValueEnum};
 use core_types::DurationMs;
 use dispatcher::{ModeRouter, PoolDispatcher};
@@ -95,6 +96,11 @@ struct Args {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Threads that run the control plane's tasks; default: the CPUs this process may
+    /// use (its affinity mask). With one, the control plane runs on a single-threaded
+    /// runtime: on one CPU a work-stealing pool only adds hand-offs between threads.
+    #[arg(long, env = "CONTROL_PLANE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     /// Serve `/v1/admin/runtime-config` (GET, PATCH, validate).
     #[arg(long, env = "CONTROL_PLANE_ADMIN_API")]
     admin_api: bool,
@@ -168,8 +174,7 @@ fn parse_positive_duration(text: &str) -> Result<DurationMs, String> {
     Ok(DurationMs(millis))
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -180,13 +185,36 @@ async fn main() -> std::process::ExitCode {
             .init(),
         LogFormat::Json => logs.json().with_current_span(true).init(),
     }
-    match run(args).await {
+    let runtime = match build_runtime(args.worker_threads) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "control plane failed");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The tokio runtime for `worker_threads` (default: the CPUs this process may use).
+fn build_runtime(worker_threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        usize::from,
+    );
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
@@ -264,10 +292,10 @@ async fn run(args: Args) -> std::io::Result<()> {
         stopping.shutdown(grace).await;
         Ok::<(), std::io::Error>(())
     };
-    let serve_api = axum::serve(api_listener, api)
+    let serve_api = axum::serve(api_listener, api.into_make_service())
         .with_graceful_shutdown(wait_stop(stop_rx.clone()))
         .into_future();
-    let serve_management = axum::serve(management_listener, management)
+    let serve_management = axum::serve(management_listener, management.into_make_service())
         .with_graceful_shutdown(wait_stop(stop_rx))
         .into_future();
     let served = tokio::try_join!(signal, serve_api, serve_management);
@@ -339,8 +367,23 @@ mod tests {
         assert_eq!(args.shutdown_grace, DurationMs(10_000));
         assert_eq!(args.log_format, LogFormat::Text);
         assert!(!args.admin_api);
+        assert_eq!(args.worker_threads, None);
         assert_eq!(args.runtime.to_config().unwrap(), RuntimeConfig::default());
         assert_eq!(args.runtime.rate_max_per_second, 100_000);
+    }
+
+    #[test]
+    fn one_worker_thread_runs_a_single_threaded_runtime() {
+        use tokio::runtime::RuntimeFlavor;
+        let flavor = |threads| {
+            build_runtime(Some(threads))
+                .unwrap()
+                .handle()
+                .runtime_flavor()
+        };
+        assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(3), RuntimeFlavor::MultiThread);
+        assert!(Args::try_parse_from(["control-plane", "--worker-threads", "0"]).is_err());
     }
 
     #[test]

@@ -220,7 +220,7 @@ impl IntoResponse for ApiError {
 
 /// Last line of defence: any 4xx/5xx response that is not JSON (a rejection produced
 /// by axum itself somewhere this crate does not intercept it) gets the contract's body.
-pub(crate) async fn json_errors_only(response: Response) -> Response {
+pub(crate) fn json_errors_only(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

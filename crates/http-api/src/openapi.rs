@@ -18,9 +18,7 @@
 use std::sync::LazyLock;
 
 use axum::Json;
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use core_types::{
     CompletionRequest, ErrorBody, ErrorCode, ErrorDetail, ErrorInfo, ExecutionStatus, FunctionSpec,
@@ -156,13 +154,11 @@ pub(crate) async fn openapi_json() -> Json<&'static Document> {
 /// without an action), the methods are those the document gives the path; `HEAD` comes
 /// with `GET`, as axum serves it. A path the document knows no resource at is not a
 /// resource at all (an unknown action, say): 404.
-pub(crate) async fn allow_on_405(request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    let mut response = next.run(request).await;
+pub(crate) fn allow_on_405(path: &str, mut response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }
-    match allowed_methods(&path) {
+    match allowed_methods(path) {
         Some(allow) => {
             response.headers_mut().insert(header::ALLOW, allow);
             response

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use core_types::{Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorInfo};
@@ -34,7 +33,7 @@ impl Dispatch for Echo {
 }
 
 struct Api {
-    app: Router,
+    app: http_api::Api,
     state: AppState,
     scheduler: Scheduler,
 }

@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use core_types::{Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, headers};
@@ -56,7 +55,7 @@ struct Answer {
     body: Value,
 }
 
-async fn send(app: &Router, method: &str, uri: &str, body: Option<Value>) -> Answer {
+async fn send(app: &http_api::Api, method: &str, uri: &str, body: Option<Value>) -> Answer {
     let request = Request::builder().method(method).uri(uri);
     let request = match body {
         Some(body) => request
@@ -97,7 +96,7 @@ async fn send(app: &Router, method: &str, uri: &str, body: Option<Value>) -> Ans
 /// and one queued execution of it, so that a documented operation answers 404 only
 /// when the router does not serve it.
 struct Fixture {
-    app: Router,
+    app: http_api::Api,
     scheduler: Scheduler,
     execution_id: String,
 }

@@ -12,7 +12,6 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use core_types::testing::ManualClock;
@@ -50,7 +49,7 @@ impl Dispatch for Scripted {
 }
 
 struct Service {
-    app: Router,
+    app: http_api::Api,
     state: AppState,
     scheduler: Scheduler,
     clock: Arc<ManualClock>,
@@ -134,7 +133,7 @@ impl Answer {
     }
 }
 
-async fn send(app: &Router, request: Request<Body>) -> Answer {
+async fn send(app: &http_api::Api, request: Request<Body>) -> Answer {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();

@@ -17,7 +17,6 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use core_types::testing::{ManualClock, SequentialIds};
@@ -40,7 +39,7 @@ pub(crate) fn router_over(
     scheduler: &Scheduler,
     config: ApiConfig,
     metrics: Arc<Metrics>,
-) -> Router {
+) -> http_api::Api {
     http_api::router(AppState::new(scheduler.clone(), config, metrics))
 }
 
@@ -323,7 +322,7 @@ impl Answer {
 /// dispatcher. No background loop unless [`Api::start_background`]: queued work moves
 /// only through `:drain-once`, as with `--scheduler manual`.
 pub(crate) struct Api {
-    app: Router,
+    app: http_api::Api,
     pub(crate) scheduler: Scheduler,
     clock: Arc<ManualClock>,
     ids: Arc<SequentialIds>,
