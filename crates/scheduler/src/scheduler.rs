@@ -17,6 +17,7 @@ use core_types::{
 use dashmap::DashMap;
 use futures::FutureExt;
 use queue::{FunctionQueue, PushError, QueuedExecution, Readiness, ReadyFunctions, Slot};
+use store::ExecutionIdHasher;
 use store::{
     AlreadyRegistered, ChangeKind, ClaimOutcome, ClaimToken, ExecutionRecord, ExecutionStore,
     Fingerprint, FunctionRegistry, IdempotencyStore, MemoryExecutionStore, MemoryFunctionRegistry,
@@ -322,7 +323,7 @@ struct Inner {
     functions: DashMap<FunctionName, Arc<FunctionRuntime>>,
     /// Names whose registration is in progress (provisioning can take a while).
     registering: dashmap::DashSet<FunctionName>,
-    live: DashMap<ExecutionId, Live>,
+    live: DashMap<ExecutionId, Live, ExecutionIdHasher>,
     readiness: Readiness,
     ready: std::sync::Mutex<Option<ReadyFunctions>>,
     /// Set once the background loop runs; until then sync waiters drive their queue.
@@ -360,7 +361,7 @@ impl Scheduler {
                 config,
                 functions: DashMap::new(),
                 registering: dashmap::DashSet::new(),
-                live: DashMap::new(),
+                live: DashMap::default(),
                 readiness,
                 ready: std::sync::Mutex::new(Some(ready)),
                 background: AtomicBool::new(false),
