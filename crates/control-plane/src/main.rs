@@ -174,6 +174,13 @@ fn parse_positive_duration(text: &str) -> Result<DurationMs, String> {
     Ok(DurationMs(millis))
 }
 
+/// Every allocation of the control plane. An invocation makes a few dozen small,
+/// short-lived ones; mimalloc serves them in ~12-14 % fewer instructions per invocation
+/// than glibc malloc (callgrind), with the same idle RSS and per-record memory once
+/// transparent huge pages are off (the `no_thp` feature).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
