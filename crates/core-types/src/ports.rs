@@ -56,8 +56,10 @@ pub type DispatchFailure = ErrorInfo;
 pub type DispatchOutcome = Result<DispatchSuccess, DispatchFailure>;
 
 /// How an invocation reaches its function. The scheduler calls this once per attempt
-/// and enforces the function's timeout around it; implementations should still time out
-/// their own I/O.
+/// and owns its deadline: when the function's `timeoutMs` runs out it drops the future
+/// and ends the attempt as `DISPATCH_TIMEOUT`. Implementations need no timer of their
+/// own, but must be cancel-safe: dropped at any await, they release what they hold and
+/// leave nothing half-used behind (a connection mid-request is not reused).
 #[async_trait::async_trait]
 pub trait Dispatch: Send + Sync + 'static {
     /// Runs one attempt.

@@ -4,9 +4,9 @@
 //! - `LOCAL`: [`LocalDispatcher`], the built-in echo (output = input, warm, no network);
 //! - `POOL`: [`PoolDispatcher`], one `POST <endpointUrl>` per attempt over a pooled
 //!   keep-alive HTTP/1.1 connection that the dispatch itself drives (no connection
-//!   tasks), mapping the answer to an output or to a
-//!   `FUNCTION_ERROR` / `DISPATCH_ERROR` / `DISPATCH_TIMEOUT` (the runtime wire contract
-//!   of `docs/api.md`);
+//!   tasks), mapping the answer to an output or to a `FUNCTION_ERROR` /
+//!   `DISPATCH_ERROR` (the runtime wire contract of `docs/api.md`); the deadline
+//!   (`DISPATCH_TIMEOUT`) is the scheduler's, which drops the dispatch when it runs out;
 //! - [`replica_env`], what the replicas of a `DEPLOYMENT` function are given, for
 //!   whoever implements the [`DeploymentProvider`](core_types::DeploymentProvider) port;
 //! - [`ModeRouter`], the [`Dispatch`](core_types::Dispatch) handed to the scheduler,

@@ -283,27 +283,18 @@ impl Dispatch for PoolDispatcher {
         let Some(endpoint) = request.function.endpoint_url.as_deref() else {
             return Err(dispatch_error("function has no endpointUrl"));
         };
-        let timeout_ms = request.function.timeout_ms;
         tracing::debug!(
             execution_id = %request.execution_id,
             function = %request.function.name,
             attempt = request.attempt,
             endpoint,
-            timeout_ms,
             "pool dispatch"
         );
-        match tokio::time::timeout(
-            Duration::from_millis(timeout_ms),
-            self.call(endpoint, &request),
-        )
-        .await
-        {
-            Ok(outcome) => outcome,
-            Err(_elapsed) => {
-                tracing::debug!(execution_id = %request.execution_id, timeout_ms, "dispatch timed out");
-                Err(timeout_error(timeout_ms))
-            }
-        }
+        // No deadline here: the scheduler bounds every attempt by the function's
+        // `timeoutMs` and drops this future when it runs out (a second timer of the
+        // same length would only race it). Dropped mid-request, the connection goes
+        // with the future and is never reused.
+        self.call(endpoint, &request).await
     }
 }
 
@@ -415,13 +406,6 @@ fn truncate_at_char(text: &mut String, max: usize) -> bool {
 
 fn dispatch_error(message: impl Into<String>) -> ErrorInfo {
     ErrorInfo::new(ErrorCode::DispatchError, message)
-}
-
-fn timeout_error(timeout_ms: u64) -> ErrorInfo {
-    ErrorInfo::new(
-        ErrorCode::DispatchTimeout,
-        format!("function did not answer within {timeout_ms} ms"),
-    )
 }
 
 /// A failure of the HTTP exchange itself (connect, send, or reading the body): `what`
