@@ -45,6 +45,9 @@ use serde_json::Value;
 use crate::Result;
 use crate::util::{cargo, display_command, relative, workspace_metadata};
 
+mod instructions;
+pub(crate) use instructions::run as run_instructions;
+
 /// How much to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -384,8 +387,20 @@ impl Bench<'_> {
 
     /// A control plane with default settings on free ports, its JSON log in `log_name`.
     fn start_control_plane(&self, log_name: &str) -> Result<ControlPlane> {
+        self.start_control_plane_under(log_name, &[])
+    }
+
+    /// The same, run by `under` (a program and its arguments, e.g. valgrind) when given.
+    fn start_control_plane_under(&self, log_name: &str, under: &[String]) -> Result<ControlPlane> {
         let log = self.out.join(log_name);
-        let mut command = pinned_command(&self.bins.control_plane, self.pinning.servers);
+        let mut command = match under.split_first() {
+            None => pinned_command(&self.bins.control_plane, self.pinning.servers),
+            Some((program, args)) => {
+                let mut command = pinned_command(Path::new(program), self.pinning.servers);
+                command.args(args).arg(&self.bins.control_plane);
+                command
+            }
+        };
         command.args([
             "--api-addr",
             "127.0.0.1:0",

@@ -19,7 +19,8 @@
 //! - `bench [--quick]`: builds the release binaries and measures the control plane on
 //!   loopback against this package's own echo endpoint (`bench-echo`) with its own load
 //!   generator (`loadgen`); writes `target/bench/bench.{json,md}`. `--quick` is the smoke
-//!   run CI does.
+//!   run CI does. `--instructions` counts the control plane's instructions per sync
+//!   invocation under callgrind instead (`target/bench/instructions.{json,md}`).
 
 mod bench;
 mod ci;
@@ -66,6 +67,10 @@ enum Command {
         /// A smoke run of seconds (CI runs it): one repetition, concurrency 1 and 16.
         #[arg(long)]
         quick: bool,
+        /// Instead: count the control plane's instructions per sync invocation under
+        /// valgrind's callgrind (repeatable on a noisy machine; needs valgrind).
+        #[arg(long, conflicts_with = "quick")]
+        instructions: bool,
     },
 }
 
@@ -90,7 +95,10 @@ fn main() -> ExitCode {
         Command::Snap {
             action: SnapAction::List,
         } => snap::list(&root),
-        Command::Bench { quick } => bench::run(
+        Command::Bench {
+            instructions: true, ..
+        } => bench::run_instructions(&root),
+        Command::Bench { quick, .. } => bench::run(
             &root,
             if quick {
                 bench::Mode::Quick
