@@ -121,19 +121,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
     let started = Instant::now();
     let plan = Plan::of(mode);
-    build(root)?;
-    let target_dir = workspace_metadata(root)?
-        .target_directory
-        .into_std_path_buf();
-    let release = target_dir.join("release");
-    let bins = Binaries {
-        control_plane: release.join("control-plane"),
-        echo: release.join("bench-echo"),
-        loadgen: release.join("loadgen"),
-    };
-    let out = target_dir.join("bench");
-    std::fs::create_dir_all(&out)
-        .map_err(|error| format!("cannot create {}: {error}", out.display()))?;
+    let (bins, out) = build_binaries(root)?;
     let cores = allowed_cpus()?;
     let pinning = Pinning::choose(&cores, taskset_available());
     println!(
@@ -183,24 +171,53 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
         runs,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
-    let json_path = out.join("bench.json");
-    let md_path = out.join("bench.md");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
-    let markdown = markdown(&report);
-    std::fs::write(&md_path, &markdown)?;
-    println!("\n{markdown}");
-    println!(
-        "bench: wrote {} and {} in {:.1}s",
-        relative(root, &json_path),
-        relative(root, &md_path),
-        report.elapsed_secs
-    );
+    write_reports(root, &out, "bench", &report, &markdown(&report))?;
+    println!("bench: done in {:.1}s", report.elapsed_secs);
     let problems = problems(&report);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(format!("bench: {}", problems.join("; ")).into())
     }
+}
+
+/// Writes `<name>.json` and `<name>.md` into `out` and prints the Markdown.
+fn write_reports(
+    root: &Path,
+    out: &Path,
+    name: &str,
+    report: &impl Serialize,
+    markdown: &str,
+) -> Result<()> {
+    let json_path = out.join(format!("{name}.json"));
+    let md_path = out.join(format!("{name}.md"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(report)? + "\n")?;
+    std::fs::write(&md_path, markdown)?;
+    println!("\n{markdown}");
+    println!(
+        "bench: wrote {} and {}",
+        relative(root, &json_path),
+        relative(root, &md_path)
+    );
+    Ok(())
+}
+
+/// Builds the three binaries; where they are, and the (created) report directory.
+fn build_binaries(root: &Path) -> Result<(Binaries, PathBuf)> {
+    build(root)?;
+    let target_dir = workspace_metadata(root)?
+        .target_directory
+        .into_std_path_buf();
+    let release = target_dir.join("release");
+    let bins = Binaries {
+        control_plane: release.join("control-plane"),
+        echo: release.join("bench-echo"),
+        loadgen: release.join("loadgen"),
+    };
+    let out = target_dir.join("bench");
+    std::fs::create_dir_all(&out)
+        .map_err(|error| format!("cannot create {}: {error}", out.display()))?;
+    Ok((bins, out))
 }
 
 /// `cargo build --release` of the three binaries.

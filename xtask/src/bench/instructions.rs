@@ -55,19 +55,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
             return Err(format!("`{tool}` is not installed (Debian: apt install valgrind)").into());
         }
     }
-    build(root)?;
-    let target_dir = workspace_metadata(root)?
-        .target_directory
-        .into_std_path_buf();
-    let release = target_dir.join("release");
-    let bins = Binaries {
-        control_plane: release.join("control-plane"),
-        echo: release.join("bench-echo"),
-        loadgen: release.join("loadgen"),
-    };
-    let out = target_dir.join("bench");
-    std::fs::create_dir_all(&out)
-        .map_err(|error| format!("cannot create {}: {error}", out.display()))?;
+    let (bins, out) = build_binaries(root)?;
     let pinning = Pinning::choose(&allowed_cpus()?, taskset_available());
     let plan = Plan::of(Mode::Quick);
     let http = Http::new()?;
@@ -166,18 +154,13 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         pinning: pinning.describe(),
         counted,
     };
-    let json_path = out.join("instructions.json");
-    let md_path = out.join("instructions.md");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
-    let markdown = instructions_markdown(&report);
-    std::fs::write(&md_path, &markdown)?;
-    println!("\n{markdown}");
-    println!(
-        "bench: wrote {} and {}",
-        relative(root, &json_path),
-        relative(root, &md_path)
-    );
-    Ok(())
+    write_reports(
+        root,
+        &out,
+        "instructions",
+        &report,
+        &instructions_markdown(&report),
+    )
 }
 
 /// The `totals:` (or, failing that, `summary:`) line of a callgrind dump.
