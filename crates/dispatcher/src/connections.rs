@@ -24,7 +24,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-type Driver = Connection<TokioIo<TcpStream>, Full<Bytes>>;
+/// The connection's I/O future, boxed: it is 680 bytes, and a connection moves into and
+/// out of the idle set and through the dispatch future on every exchange.
+type Driver = Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +93,7 @@ impl Connections {
         let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         Ok(Conn {
             sender,
-            driver,
+            driver: Box::new(driver),
             driver_done: false,
         })
     }
