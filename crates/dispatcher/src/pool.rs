@@ -12,6 +12,7 @@ use core_types::{
 use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::Authority;
 use hyper::{Request, Uri};
 
 use crate::connections::{Conn, Connections};
@@ -74,15 +75,27 @@ pub struct PoolDispatcher {
 /// are few; the map is cleared if it ever grows past [`Endpoints::MAX`], so endpoints
 /// of removed functions cannot pile up.
 #[derive(Debug, Default)]
-struct Endpoints(RwLock<HashMap<Box<str>, Uri>>);
+struct Endpoints(RwLock<HashMap<Box<str>, Target>>);
+
+/// What a dispatch needs of an endpoint URL, parsed and checked once. Cloning shares
+/// the bytes.
+#[derive(Clone, Debug)]
+struct Target {
+    /// `host:port`: which connections serve it.
+    authority: Authority,
+    /// The origin-form request target (`/invoke?x=1`).
+    path: Uri,
+    /// The `Host` header.
+    host: HeaderValue,
+}
 
 impl Endpoints {
     const MAX: usize = 1024;
 
-    fn parse(&self, endpoint: &str) -> Result<Uri, String> {
-        let read = |map: &HashMap<Box<str>, Uri>| map.get(endpoint).cloned();
-        if let Some(uri) = read(&self.0.read().unwrap_or_else(|p| p.into_inner())) {
-            return Ok(uri);
+    fn parse(&self, endpoint: &str) -> Result<Target, String> {
+        let read = |map: &HashMap<Box<str>, Target>| map.get(endpoint).cloned();
+        if let Some(target) = read(&self.0.read().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(target);
         }
         let uri: Uri = endpoint
             .parse()
@@ -94,15 +107,26 @@ impl Endpoints {
             }
             None => return Err("an absolute http:// URL is required".to_owned()),
         }
-        if uri.host().is_none() {
+        let Some(authority) = uri.authority().cloned().filter(|a| !a.host().is_empty()) else {
             return Err("the URL has no host".to_owned());
-        }
+        };
+        let path = uri
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Ok(Uri::from_static("/")), Uri::try_from)
+            .map_err(|e| e.to_string())?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        let target = Target {
+            authority,
+            path,
+            host,
+        };
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= Self::MAX {
             map.clear();
         }
-        map.insert(endpoint.into(), uri.clone());
-        Ok(uri)
+        map.insert(endpoint.into(), target.clone());
+        Ok(target)
     }
 }
 
@@ -135,7 +159,7 @@ impl PoolDispatcher {
     }
 
     async fn call(&self, endpoint: &str, request: &DispatchRequest) -> DispatchOutcome {
-        let uri = self.endpoints.parse(endpoint).map_err(|e| {
+        let target = self.endpoints.parse(endpoint).map_err(|e| {
             dispatch_error(format!("function endpointUrl {endpoint:?} is invalid: {e}"))
         })?;
         let body = serde_json::to_vec(&WireRequest {
@@ -143,22 +167,13 @@ impl PoolDispatcher {
             metadata: &request.metadata,
         })
         .map_err(|e| dispatch_error(format!("cannot encode the request body: {e}")))?;
-        let Some(authority) = uri.authority().cloned() else {
-            return Err(dispatch_error(format!(
-                "function endpointUrl {endpoint:?} has no host"
-            )));
-        };
-        let target = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut outgoing = Request::post(target)
+        let mut outgoing = Request::post(target.path)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| dispatch_error(format!("cannot build the request: {e}")))?;
         let mut headers = request_headers(request)?;
-        headers.insert(
-            HOST,
-            HeaderValue::from_str(authority.as_str())
-                .map_err(|e| dispatch_error(format!("invalid host: {e}")))?,
-        );
+        headers.insert(HOST, target.host);
         *outgoing.headers_mut() = headers;
+        let authority = target.authority;
 
         let mut conn = self
             .connections
@@ -311,7 +326,8 @@ fn request_headers(request: &DispatchRequest) -> Result<HeaderMap, ErrorInfo> {
             .map_err(|_| dispatch_error(format!("{name} {text:?} is not a valid header value")))
     }
 
-    let mut headers = HeaderMap::with_capacity(6);
+    // Room for all seven (with `Host`) without growing.
+    let mut headers = HeaderMap::with_capacity(8);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
         X_EXECUTION_ID,
@@ -458,6 +474,29 @@ mod tests {
         let err = output_from_body(b"{not json", true).unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
         assert!(output_from_body(&[0xff, 0xfe], true).is_err());
+    }
+
+    #[test]
+    fn an_endpoint_url_becomes_its_connection_key_request_target_and_host() {
+        let endpoints = Endpoints::default();
+        let target = endpoints.parse("http://fn.local:9000/invoke?x=1").unwrap();
+        assert_eq!(target.authority.as_str(), "fn.local:9000");
+        assert_eq!(target.path.to_string(), "/invoke?x=1");
+        assert_eq!(target.host, "fn.local:9000");
+        // Asked again, the same answer (from the cache).
+        let again = endpoints.parse("http://fn.local:9000/invoke?x=1").unwrap();
+        assert_eq!(again.path, target.path);
+        assert_eq!(endpoints.parse("http://fn.local").unwrap().path, "/");
+
+        for (bad, why) in [
+            ("https://fn.local/invoke", "only http://"),
+            ("/invoke", "absolute http:// URL"),
+            ("http:///invoke", ""),
+            ("not a url", ""),
+        ] {
+            let error = endpoints.parse(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
     }
 
     #[test]
