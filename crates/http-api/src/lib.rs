@@ -1,11 +1,12 @@
 //! The HTTP face of the control plane: the nanofaas-compatible control-plane API of
 //! `docs/api.md`.
 //!
-//! Owns: the axum router ([`router`], served as one [`Api`] service), its handlers, reading request bodies with the
-//! contract's errors (415 wrong content type, 413 over [`ApiConfig::max_body_bytes`],
-//! 400 malformed JSON or invalid fields), and the one mapping of every error to the
-//! JSON error body `{"error", "message", "details"?}` ([`ApiError`]), including axum's
-//! own rejections, unknown routes (404) and wrong methods (405, with `Allow`). Also
+//! Owns: the axum router ([`router`], served as one [`Api`] service), its handlers,
+//! reading request bodies with the contract's errors (415 wrong content type, 413 over
+//! [`ApiConfig::max_body_bytes`], 400 malformed JSON or invalid fields), and the one
+//! mapping of every error to the JSON error body `{"error", "message", "details"?}`
+//! ([`ApiError`]), including axum's own rejections, unknown routes (404) and wrong
+//! methods (405, with `Allow`). Also
 //! [`management_router`], the `/actuator/health*` and `/actuator/prometheus` routes
 //! the management port serves (the API port serves them too), and `GET /openapi.json`,
 //! the OpenAPI document generated from the handlers (`openapi.rs` says how to document
