@@ -27,14 +27,22 @@ pub mod headers {
 /// Whether a `Content-Type` value declares JSON: `application/json` or an
 /// `application/*+json` type, parameters and case ignored.
 pub fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    // Compared in place, not lowercased into a new string: this runs twice per POOL
+    // invocation (the client's body and the function's answer).
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let starts = |prefix: &str| {
+        essence
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &str| {
+        essence
+            .len()
+            .checked_sub(suffix.len())
+            .and_then(|start| essence.get(start..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+    };
+    essence.eq_ignore_ascii_case("application/json") || (starts("application/") && ends("+json"))
 }
 
 #[cfg(test)]
@@ -49,6 +57,7 @@ mod tests {
             "Application/JSON",
             "application/problem+json",
             " application/vnd.api+json ;x=y",
+            "APPLICATION/VND.API+JSON",
         ] {
             assert!(is_json_media_type(yes), "{yes}");
         }
@@ -57,6 +66,8 @@ mod tests {
             "text/json-ish",
             "text/x+json",
             "application/jsonp",
+            "applicatio",
+            "é+json",
             "",
         ] {
             assert!(!is_json_media_type(no), "{no}");
