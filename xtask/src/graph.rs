@@ -15,7 +15,9 @@
 //! | xtask | no workspace crate |
 //!
 //! Dev-dependencies follow the same table, except that a dev-dependency on `core-types`
-//! is always fine, and external dev-dependencies are not restricted.
+//! is always fine, so is one on the crate itself (how its integration tests turn on its
+//! own `testing` feature: no new arrow), and external dev-dependencies are not
+//! restricted.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -256,7 +258,8 @@ pub(crate) fn check_graph(members: &[Member]) -> Vec<Violation> {
         for dep in &member.deps {
             if dep.internal {
                 let allowed = rule.internal.permits(&dep.name)
-                    || (dep.kind == DepKind::Dev && dep.name == ALWAYS_OK_DEV_DEP);
+                    || (dep.kind == DepKind::Dev
+                        && (dep.name == ALWAYS_OK_DEV_DEP || dep.name == member.name));
                 if !allowed {
                     violations.insert(Violation::ForbiddenArrow {
                         from: member.name.clone(),
@@ -465,7 +468,7 @@ mod tests {
     }
 
     #[test]
-    fn dev_dependencies_follow_the_table_except_core_types() {
+    fn dev_dependencies_follow_the_table_except_core_types_and_the_crate_itself() {
         let graph = with_dep("scheduler", internal("dispatcher", Dev));
         assert_eq!(
             check_graph(&graph),
@@ -482,6 +485,14 @@ mod tests {
         assert_eq!(
             check_graph(&graph),
             vec![arrow("xtask", "core-types", Normal)]
+        );
+        // A crate's own tests may turn on its features through a dev-dependency on it.
+        let graph = with_dep("scheduler", internal("scheduler", Dev));
+        assert_eq!(check_graph(&graph), vec![]);
+        let graph = with_dep("scheduler", internal("scheduler", Normal));
+        assert_eq!(
+            check_graph(&graph),
+            vec![arrow("scheduler", "scheduler", Normal)]
         );
     }
 

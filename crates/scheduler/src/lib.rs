@@ -47,6 +47,8 @@ mod completion;
 mod events;
 mod ids;
 mod scheduler;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use completion::{Completion, CompletionOutcome, CompletionSource, IgnoredBecause};
 pub use events::{NoObserver, Observer, SchedulerEvent};

@@ -44,7 +44,9 @@ async fn case_a_pool_json_answer_becomes_the_output_right_after_the_drain() {
     let f = case.function(spec("f", json!({}))).await;
     case.script(
         &f,
-        [Step::Answer(json!({"greeting": "hello", "n": [1, 2]}))],
+        [Step::Answer(Payload::from_value(
+            &json!({"greeting": "hello", "n": [1, 2]}),
+        ))],
     );
     let id = case
         .submit(&f, json!({"name": "world"}), None)
@@ -115,7 +117,10 @@ async fn case_an_idempotent_reenqueue_during_a_pending_retry_returns_the_same_id
     let f = case.function(spec("f", json!({"maxRetries": 2}))).await;
     case.script(
         &f,
-        [Step::Http500, Step::Answer(json!("second time lucky"))],
+        [
+            Step::Http500,
+            Step::Answer(Payload::from_value(&json!("second time lucky"))),
+        ],
     );
     let first = case
         .submit(&f, json!({"order": 7}), Some("key-1"))
@@ -298,7 +303,10 @@ async fn case_callback_and_response_racing_first_wins_and_the_slot_is_released_o
     let mut case = Case::new("callback_and_response_race");
     let f = case.function(spec("f", json!({"concurrency": 1}))).await;
     let (waits, mut release) = gate();
-    case.script(&f, [waits, Step::Answer(json!("response"))]);
+    case.script(
+        &f,
+        [waits, Step::Answer(Payload::from_value(&json!("response")))],
+    );
 
     let callback_first = case.submit(&f, json!(1), None).await.unwrap();
     let attempt = case.scheduler.tick_once(&f).await.unwrap().expect("starts");
@@ -385,7 +393,7 @@ async fn case_a_sync_waiter_sees_the_final_result_after_retries() {
         [
             Step::Http500,
             Step::Unreachable,
-            Step::Answer(json!({"ok": true})),
+            Step::Answer(Payload::from_value(&json!({"ok": true}))),
         ],
     );
     let id = case.submit(&f, json!(1), None).await.unwrap();

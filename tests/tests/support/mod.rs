@@ -4,30 +4,27 @@
 //! Everything a response depends on is deterministic, so whole exchanges can be pinned
 //! as insta snapshots without redactions.
 //!
-//! The clock, id and scripted-dispatch fakes are a deliberately small copy of the
-//! scheduler crate's parity support: an integration test cannot import another crate's
-//! `tests/support`, and these fakes are too test-specific to publish from a library.
+//! The clock and ids are `core_types::testing`'s, the scripted dispatcher is
+//! `scheduler::testing`'s: the same fakes the scheduler's own parity cases use.
 
 #![allow(
     dead_code,
+    unused_imports,
     reason = "each test binary (parity, bad_input) uses its own part of the harness"
 )]
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use core_types::testing::{ManualClock, SequentialIds};
-use core_types::{
-    Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo,
-    ExecutionId, IdGenerator, Payload,
-};
+use core_types::{Clock, Dispatch, ExecutionId, IdGenerator};
 use http_api::{ApiConfig, AppState, Metrics};
+use scheduler::testing::ScriptedDispatch;
+pub(crate) use scheduler::testing::{Step, gate};
 use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::Value;
-use tokio::sync::oneshot;
 use tower::ServiceExt;
 
 /// The callback base the scheduler hands to dispatches (never called in-process).
@@ -44,100 +41,6 @@ pub(crate) fn router_over(
 }
 
 // ----- fakes -------------------------------------------------------------------------
-
-/// What the scripted dispatcher does for one attempt.
-pub(crate) enum Step {
-    /// Answer with the input (what `LOCAL` does).
-    Echo,
-    /// Answer with this output.
-    Answer(Value),
-    /// Fail like an endpoint answering 500.
-    Http500,
-    /// Tell the test it started, then wait until the test releases it (see [`gate`]).
-    Wait {
-        started: oneshot::Sender<()>,
-        release: oneshot::Receiver<DispatchOutcome>,
-    },
-}
-
-/// The test's side of a [`Step::Wait`].
-pub(crate) struct Gate {
-    started: oneshot::Receiver<()>,
-    release: oneshot::Sender<DispatchOutcome>,
-}
-
-impl Gate {
-    /// Resolves once the dispatcher is inside this step.
-    pub(crate) async fn started(&mut self) {
-        (&mut self.started)
-            .await
-            .expect("the dispatcher reached this step");
-    }
-
-    /// Lets the dispatch answer; `false` if nobody listens any more (the dispatch was
-    /// dropped because another completion won).
-    pub(crate) fn release(self, outcome: DispatchOutcome) -> bool {
-        self.release.send(outcome).is_ok()
-    }
-}
-
-/// A dispatch step that waits for the test, and the test's handle on it.
-pub(crate) fn gate() -> (Step, Gate) {
-    let (started_tx, started_rx) = oneshot::channel();
-    let (release_tx, release_rx) = oneshot::channel();
-    (
-        Step::Wait {
-            started: started_tx,
-            release: release_rx,
-        },
-        Gate {
-            started: started_rx,
-            release: release_tx,
-        },
-    )
-}
-
-/// A dispatcher that follows a script per function and logs every call.
-#[derive(Default)]
-pub(crate) struct ScriptedDispatch {
-    scripts: Mutex<HashMap<String, VecDeque<Step>>>,
-    calls: Mutex<Vec<String>>,
-}
-
-#[async_trait::async_trait]
-impl Dispatch for ScriptedDispatch {
-    async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome {
-        let key = request
-            .idempotency_key
-            .as_ref()
-            .map_or("-".to_owned(), ToString::to_string);
-        self.calls.lock().unwrap().push(format!(
-            "{} attempt {} of {} (idempotency key {key}, trace {})",
-            request.execution_id, request.attempt, request.function.name, request.trace_id
-        ));
-        let step = self
-            .scripts
-            .lock()
-            .unwrap()
-            .get_mut(request.function.name.as_str())
-            .and_then(VecDeque::pop_front)
-            .unwrap_or_else(|| panic!("no scripted step left for {}", request.function.name));
-        match step {
-            Step::Echo => Ok(DispatchSuccess::warm(request.input)),
-            Step::Answer(value) => Ok(DispatchSuccess::warm(Payload::from_value(&value))),
-            Step::Http500 => Err(ErrorInfo::new(
-                ErrorCode::FunctionError,
-                "function answered 500: boom",
-            )),
-            Step::Wait { started, release } => {
-                let _ = started.send(());
-                release
-                    .await
-                    .expect("the test releases every waiting dispatch")
-            }
-        }
-    }
-}
 
 // ----- requests and answers ----------------------------------------------------------
 
@@ -327,6 +230,8 @@ pub(crate) struct Api {
     clock: Arc<ManualClock>,
     ids: Arc<SequentialIds>,
     dispatch: Arc<ScriptedDispatch>,
+    /// Dispatches since the last checkpoint, rendered.
+    calls: Arc<Mutex<Vec<String>>>,
     /// Exchanges since the last checkpoint, rendered.
     transcript: Mutex<String>,
     /// The parity case this harness pins snapshots for.
@@ -338,7 +243,18 @@ impl Api {
     pub(crate) fn new(config: ApiConfig) -> Self {
         let clock = Arc::new(ManualClock::default());
         let ids = Arc::new(SequentialIds::default());
-        let dispatch = Arc::new(ScriptedDispatch::default());
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let heard = Arc::clone(&calls);
+        let dispatch = Arc::new(ScriptedDispatch::new(move |request| {
+            let key = request
+                .idempotency_key
+                .as_ref()
+                .map_or("-".to_owned(), ToString::to_string);
+            heard.lock().unwrap().push(format!(
+                "{} attempt {} of {} (idempotency key {key}, trace {})",
+                request.execution_id, request.attempt, request.function.name, request.trace_id
+            ));
+        }));
         let metrics = Arc::new(Metrics::with_clock(Arc::clone(&clock) as Arc<dyn Clock>));
         let mut parts = SchedulerParts::in_memory(Arc::clone(&dispatch) as Arc<dyn Dispatch>);
         parts.observer = Arc::clone(&metrics) as Arc<dyn scheduler::Observer>;
@@ -359,6 +275,7 @@ impl Api {
             clock,
             ids,
             dispatch,
+            calls,
             transcript: Mutex::default(),
             case: None,
         }
@@ -379,13 +296,7 @@ impl Api {
 
     /// Appends steps to a function's script.
     pub(crate) fn script(&self, function: &str, steps: impl IntoIterator<Item = Step>) {
-        self.dispatch
-            .scripts
-            .lock()
-            .unwrap()
-            .entry(function.to_owned())
-            .or_default()
-            .extend(steps);
+        self.dispatch.script(function, steps);
     }
 
     /// Moves the manual clock.
@@ -515,7 +426,7 @@ impl Api {
         }
 
         writeln!(out, "dispatches since last checkpoint:").unwrap();
-        let calls = std::mem::take(&mut *self.dispatch.calls.lock().unwrap());
+        let calls = std::mem::take(&mut *self.calls.lock().unwrap());
         if calls.is_empty() {
             writeln!(out, "  (none)").unwrap();
         }

@@ -2,78 +2,22 @@
 //! ids, a scripted dispatcher and an event log, and a dump of everything a case can
 //! observe, taken at named checkpoints and pinned as insta snapshots.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use core_types::testing::{ManualClock, SequentialIds};
 use core_types::{
-    Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, DurationMs, ErrorCode,
-    ErrorInfo, ExecutionId, FunctionName, FunctionSpec, IdempotencyKey, InvocationRequest, Payload,
-    Timestamp,
+    Clock, Dispatch, DurationMs, ExecutionId, FunctionName, FunctionSpec, IdempotencyKey,
+    InvocationRequest, Payload, Timestamp,
 };
+use scheduler::testing::ScriptedDispatch;
+pub(crate) use scheduler::testing::{Step, gate};
 use scheduler::{
     Observer, Scheduler, SchedulerConfig, SchedulerEvent, SchedulerParts, SubmitError,
     SubmitOptions,
 };
 use store::{MemoryExecutionStore, MemoryFunctionRegistry, MemoryIdempotencyStore};
-use tokio::sync::oneshot;
-
-/// What the scripted dispatcher does for one attempt.
-pub(crate) enum Step {
-    /// Answer with the input (LOCAL).
-    Echo,
-    /// Answer with this output.
-    Answer(serde_json::Value),
-    /// Fail like an unreachable endpoint.
-    Unreachable,
-    /// Fail like an endpoint answering 500.
-    Http500,
-    /// Tell the test it started, then wait until the test releases it (see [`gate`]).
-    Wait {
-        started: oneshot::Sender<()>,
-        release: oneshot::Receiver<DispatchOutcome>,
-    },
-    /// Panic inside the dispatcher.
-    Panic,
-}
-
-/// The test's side of a [`Step::Wait`].
-pub(crate) struct Gate {
-    started: oneshot::Receiver<()>,
-    release: oneshot::Sender<DispatchOutcome>,
-}
-
-impl Gate {
-    /// Resolves once the dispatcher is inside this step.
-    pub(crate) async fn started(&mut self) {
-        (&mut self.started)
-            .await
-            .expect("the dispatcher reached this step");
-    }
-
-    /// Lets the dispatch answer; `false` if nobody listens any more (the dispatch was
-    /// dropped because another completion won).
-    pub(crate) fn release(self, outcome: DispatchOutcome) -> bool {
-        self.release.send(outcome).is_ok()
-    }
-}
-
-/// A dispatch step that waits for the test, and the test's handle on it.
-pub(crate) fn gate() -> (Step, Gate) {
-    let (started_tx, started_rx) = oneshot::channel();
-    let (release_tx, release_rx) = oneshot::channel();
-    (
-        Step::Wait {
-            started: started_tx,
-            release: release_rx,
-        },
-        Gate {
-            started: started_rx,
-            release: release_tx,
-        },
-    )
-}
 
 /// The event log shared by the observer and the dispatcher.
 #[derive(Clone, Default)]
@@ -136,53 +80,6 @@ impl Observer for EventLog {
     }
 }
 
-/// A dispatcher that follows a script per function, and logs every call.
-#[derive(Default)]
-pub(crate) struct ScriptedDispatch {
-    scripts: Mutex<HashMap<String, VecDeque<Step>>>,
-    log: EventLog,
-}
-
-#[async_trait::async_trait]
-impl Dispatch for ScriptedDispatch {
-    async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome {
-        let key = request
-            .idempotency_key
-            .as_ref()
-            .map_or("-".to_owned(), ToString::to_string);
-        self.log.push(format!(
-            "  call {} attempt {} (idempotency key {key}, trace {})",
-            request.execution_id, request.attempt, request.trace_id
-        ));
-        let step = self
-            .scripts
-            .lock()
-            .unwrap()
-            .get_mut(request.function.name.as_str())
-            .and_then(VecDeque::pop_front)
-            .unwrap_or_else(|| panic!("no scripted step left for {}", request.function.name));
-        match step {
-            Step::Echo => Ok(DispatchSuccess::warm(request.input)),
-            Step::Answer(value) => Ok(DispatchSuccess::warm(Payload::from_value(&value))),
-            Step::Unreachable => Err(ErrorInfo::new(
-                ErrorCode::DispatchError,
-                "cannot connect to function endpoint http://127.0.0.1:9/: connection refused",
-            )),
-            Step::Http500 => Err(ErrorInfo::new(
-                ErrorCode::FunctionError,
-                "function answered 500: boom",
-            )),
-            Step::Wait { started, release } => {
-                let _ = started.send(());
-                release
-                    .await
-                    .expect("the test releases every waiting dispatch")
-            }
-            Step::Panic => panic!("scripted dispatcher panic"),
-        }
-    }
-}
-
 /// One parity case: a scheduler in manual mode over in-memory stores, its fakes, and
 /// the snapshot directory `snapshots/<case>/`.
 pub(crate) struct Case {
@@ -209,10 +106,17 @@ impl Case {
     fn with_waiters_driving(name: &'static str, waiters_drive_when_manual: bool) -> Self {
         let log = EventLog::default();
         let clock = Arc::new(ManualClock::default());
-        let dispatch = Arc::new(ScriptedDispatch {
-            scripts: Mutex::default(),
-            log: log.clone(),
-        });
+        let calls = log.clone();
+        let dispatch = Arc::new(ScriptedDispatch::new(move |request| {
+            let key = request
+                .idempotency_key
+                .as_ref()
+                .map_or("-".to_owned(), ToString::to_string);
+            calls.push(format!(
+                "  call {} attempt {} (idempotency key {key}, trace {})",
+                request.execution_id, request.attempt, request.trace_id
+            ));
+        }));
         let ttl = DurationMs(5 * 60 * 1000);
         let parts = SchedulerParts {
             dispatch: Arc::clone(&dispatch) as Arc<dyn Dispatch>,
@@ -254,13 +158,7 @@ impl Case {
 
     /// Appends steps to a function's script.
     pub(crate) fn script(&self, function: &FunctionName, steps: impl IntoIterator<Item = Step>) {
-        self.dispatch
-            .scripts
-            .lock()
-            .unwrap()
-            .entry(function.to_string())
-            .or_default()
-            .extend(steps);
+        self.dispatch.script(function.as_str(), steps);
     }
 
     /// Submits `input`, optionally with an idempotency key.
