@@ -57,6 +57,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     }
     let (bins, out) = build_binaries(root)?;
     let pinning = Pinning::choose(&allowed_cpus()?, taskset_available());
+    // Only registration reads the plan here (function concurrency and queue size).
     let plan = Plan::of(Mode::Quick);
     let http = Http::new()?;
     let bench = Bench {
