@@ -7,6 +7,10 @@
 //!
 //! - `direct echo`: loadgen straight to bench-echo, the floor every ratio is taken
 //!   against, measured in the same run so a noisy machine shifts both sides alike;
+//! - `bare proxy`: loadgen through a second bench-echo that forwards every request to
+//!   the first (`--forward-to`): what the two HTTP exchanges of a POOL invocation cost
+//!   a proxy doing nothing else, so the report shows which share of the control
+//!   plane's cost is its own;
 //! - `sync LOCAL`, `sync POOL`: `:invoke`, each answer checked for `"status":"success"`
 //!   (a sync invoke answers 200 whatever the execution's status);
 //! - `async POOL`: enqueue N, then wait until all are terminal; its `req/s` is
@@ -139,6 +143,7 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
         http: &http,
     };
     let mut echo = bench.start_echo()?;
+    let mut proxy = bench.start_proxy(echo.port)?;
     let (startup, runs, at_end) = {
         let mut control_plane = bench.start_control_plane("control-plane.log")?;
         println!(
@@ -147,10 +152,11 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
             mib(control_plane.startup.idle_rss_kb)
         );
         bench.register(&control_plane, Some(echo.port))?;
-        let runs = bench.scenarios(&mut control_plane, &mut echo)?;
+        let runs = bench.scenarios(&mut control_plane, &mut echo, &mut proxy)?;
         let at_end = memory_of(control_plane.guard.pid())?;
         (control_plane.startup.clone(), runs, at_end)
     };
+    drop(proxy);
     let memory = bench.memory()?;
     drop(echo);
 
@@ -380,14 +386,25 @@ struct Startup {
 
 impl Bench<'_> {
     fn start_echo(&self) -> Result<Echo> {
-        let log = self.out.join("bench-echo.log");
-        let mut guard = Guard::spawn(
-            "bench-echo",
-            pinned_command(&self.bins.echo, self.pinning.servers),
-            &log,
-        )?;
+        self.start_bench_echo("bench-echo", &[])
+    }
+
+    /// The bare proxy: bench-echo forwarding to the echo on `echo_port`.
+    fn start_proxy(&self, echo_port: u16) -> Result<Echo> {
+        self.start_bench_echo(
+            "bench-proxy",
+            &["--forward-to".into(), echo_port.to_string()],
+        )
+    }
+
+    /// bench-echo with `args`, on the servers' core; `name` names it and its log.
+    fn start_bench_echo(&self, name: &'static str, args: &[String]) -> Result<Echo> {
+        let log = self.out.join(format!("{name}.log"));
+        let mut command = pinned_command(&self.bins.echo, self.pinning.servers);
+        command.args(args);
+        let mut guard = Guard::spawn(name, command, &log)?;
         let port = wait_for(
-            "bench-echo's port",
+            &format!("{name}'s port"),
             Instant::now() + STARTUP_TIMEOUT,
             || {
                 guard.still_running()?;
@@ -553,23 +570,32 @@ impl Bench<'_> {
         &self,
         control_plane: &mut ControlPlane,
         echo: &mut Echo,
+        proxy: &mut Echo,
     ) -> Result<Vec<RunResult>> {
         let mut runs = Vec::new();
         for repetition in 1..=self.plan.repetitions {
             for &concurrency in &self.plan.concurrencies {
                 for scenario in Scenario::ALL {
                     let run = self
-                        .run_one(scenario, concurrency, repetition, control_plane, echo)
+                        .run_one(
+                            scenario,
+                            concurrency,
+                            repetition,
+                            control_plane,
+                            echo,
+                            proxy,
+                        )
                         .map_err(|error| {
                             // A server that died explains a failed run better than the
                             // load generator's view of it.
-                            match (
+                            [
                                 control_plane.guard.still_running(),
                                 echo.guard.still_running(),
-                            ) {
-                                (Err(exited), _) | (_, Err(exited)) => exited,
-                                _ => error,
-                            }
+                                proxy.guard.still_running(),
+                            ]
+                            .into_iter()
+                            .find_map(Result::err)
+                            .unwrap_or(error)
                         })?;
                     println!(
                         "bench: [{repetition}/{}] {:<11} c={concurrency:<3} {:>9.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  errors {}",
@@ -594,15 +620,23 @@ impl Bench<'_> {
         repetition: usize,
         control_plane: &ControlPlane,
         echo: &Echo,
+        proxy: &Echo,
     ) -> Result<RunResult> {
         let api = control_plane.api;
         let mut args = match scenario {
-            Scenario::DirectEcho => self.closed_args(
-                &format!("http://127.0.0.1:{}/invoke", echo.port),
-                DISPATCH_BODY,
-                "hello",
-                concurrency,
-            ),
+            Scenario::DirectEcho | Scenario::BareProxy => {
+                let port = if scenario == Scenario::DirectEcho {
+                    echo.port
+                } else {
+                    proxy.port
+                };
+                self.closed_args(
+                    &format!("http://127.0.0.1:{port}/invoke"),
+                    DISPATCH_BODY,
+                    "hello",
+                    concurrency,
+                )
+            }
             Scenario::SyncLocal | Scenario::SyncPool => {
                 let function = if scenario == Scenario::SyncLocal {
                     LOCAL_FUNCTION
@@ -634,8 +668,13 @@ impl Bench<'_> {
                 self.plan.async_sample.to_string(),
             ],
         };
+        // In the bare proxy's run the proxy stands where the control plane stands.
         let pids = Pids {
-            control_plane: control_plane.guard.pid(),
+            control_plane: if scenario == Scenario::BareProxy {
+                proxy.guard.pid()
+            } else {
+                control_plane.guard.pid()
+            },
             echo: echo.guard.pid(),
         };
         for pid in [pids.control_plane, pids.echo] {
@@ -643,7 +682,7 @@ impl Bench<'_> {
             args.push(pid.to_string());
         }
         let report = self.loadgen(&args)?;
-        let memory = memory_of(pids.control_plane)?;
+        let memory = memory_of(control_plane.guard.pid())?;
         RunResult::from_loadgen(scenario, concurrency, repetition, &report, pids, memory)
     }
 
@@ -719,6 +758,8 @@ fn number(report: &Value, field: &str) -> Result<f64> {
 enum Scenario {
     #[serde(rename = "direct echo")]
     DirectEcho,
+    #[serde(rename = "bare proxy")]
+    BareProxy,
     #[serde(rename = "sync LOCAL")]
     SyncLocal,
     #[serde(rename = "sync POOL")]
@@ -728,8 +769,9 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [
+    const ALL: [Scenario; 5] = [
         Scenario::DirectEcho,
+        Scenario::BareProxy,
         Scenario::SyncLocal,
         Scenario::SyncPool,
         Scenario::AsyncPool,
@@ -738,6 +780,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::DirectEcho => "direct echo",
+            Scenario::BareProxy => "bare proxy",
             Scenario::SyncLocal => "sync LOCAL",
             Scenario::SyncPool => "sync POOL",
             Scenario::AsyncPool => "async POOL",
@@ -781,6 +824,7 @@ struct LoadgenLatency {
 /// The processes whose CPU time a run reports.
 #[derive(Debug, Clone, Copy)]
 struct Pids {
+    /// The control plane, or the bare proxy in its run.
     control_plane: u32,
     echo: u32,
 }
@@ -1127,7 +1171,9 @@ fn markdown(report: &Report) -> String {
          (millisecond timestamps). CPU per request divides the CPU time of the measured \
          window by its requests (for async: by the executions). \"CP CPU vs echo CPU\" is \
          the control plane's CPU per request over the echo endpoint's in the direct run at \
-         the same concurrency. \"core %\" is CPU time over the window in percent of one \
+         the same concurrency; in the bare proxy's row \"CP CPU\" is the proxy's (bench-echo \
+         forwarding each request to the echo on a connection of its own: two HTTP \
+         exchanges and nothing else). \"core %\" is CPU time over the window in percent of one \
          core: loadgen near 100 % means loadgen, not the servers, set the pace.\n\n",
     );
     let memory = &report.memory;

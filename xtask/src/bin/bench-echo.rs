@@ -14,39 +14,64 @@
 //! (measured in `docs/performance.md`); `--threads N` runs N such loops on one
 //! listening socket, each on a scoped thread, to measure that again.
 //!
-//! Usage: `bench-echo [PORT] [--threads N]`; binds `127.0.0.1:PORT` (`0`, the default,
-//! picks a free port) and prints the bound port alone on the first line of stdout.
+//! With `--forward-to PORT` it is not an echo but a bare proxy, the floor of any proxy
+//! built on hyper: each client connection gets one keep-alive connection of its own to
+//! `127.0.0.1:PORT`, driven by the same task, and every request is forwarded on it (its
+//! path, its body, `Content-Type: application/json`) and the answer's body handed back.
+//! No pool, no router, no parsing, no bookkeeping: just the two HTTP exchanges a POOL
+//! invocation costs the control plane, so the benchmark can show how much of the control
+//! plane's cost is those exchanges and how much is the control plane.
+//!
+//! Usage: `bench-echo [PORT] [--threads N] [--forward-to PORT]`; binds `127.0.0.1:PORT`
+//! (`0`, the default, picks a free port) and prints the bound port alone on the first
+//! line of stdout.
 
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-/// The command line: `[PORT] [--threads N]`.
+const USAGE: &str = "usage: bench-echo [PORT] [--threads N] [--forward-to PORT]";
+
+/// The command line: `[PORT] [--threads N] [--forward-to PORT]`.
 #[derive(Debug, PartialEq, Eq)]
 struct Args {
     port: u16,
     threads: usize,
+    /// Be a bare proxy to this port of 127.0.0.1 instead of an echo.
+    forward_to: Option<u16>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         port: 0,
         threads: 1,
+        forward_to: None,
     };
     while let Some(arg) = args.next() {
-        if arg == "--threads" {
+        if arg == "--forward-to" {
+            let value = args.next().ok_or("--forward-to needs a port")?;
+            parsed.forward_to = Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("--forward-to: not a port number: {value}"))?,
+            );
+        } else if arg == "--threads" {
             let value = args.next().ok_or("--threads needs a value")?;
             parsed.threads = value
                 .parse()
@@ -66,7 +91,7 @@ fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("bench-echo: {message}\nusage: bench-echo [PORT] [--threads N]");
+            eprintln!("bench-echo: {message}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -88,8 +113,11 @@ fn run(args: &Args) -> std::io::Result<()> {
     stdout.flush()?;
     drop(stdout);
 
+    let upstream = args
+        .forward_to
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
     if args.threads == 1 {
-        return serve_on_this_thread(listener);
+        return serve_on_this_thread(listener, upstream);
     }
     // Each loop accepts from its own clone of the socket; the kernel hands every new
     // connection to one of them. The scope joins them all: nothing outlives `run`.
@@ -97,7 +125,7 @@ fn run(args: &Args) -> std::io::Result<()> {
         let loops: Vec<_> = (0..args.threads)
             .map(|_| {
                 let listener = listener.try_clone();
-                scope.spawn(move || serve_on_this_thread(listener?))
+                scope.spawn(move || serve_on_this_thread(listener?, upstream))
             })
             .collect();
         loops
@@ -112,20 +140,39 @@ fn run(args: &Args) -> std::io::Result<()> {
     })
 }
 
-/// Serves `listener` on a current-thread runtime built here, until accepting fails.
-fn serve_on_this_thread(listener: StdListener) -> std::io::Result<()> {
+/// Serves `listener` on a current-thread runtime built here, until accepting fails: as
+/// an echo, or as a bare proxy to `upstream`.
+fn serve_on_this_thread(
+    listener: StdListener,
+    upstream: Option<SocketAddr>,
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
     runtime.block_on(async {
         let listener = TcpListener::from_std(listener)?;
-        serve(listener).await
+        match upstream {
+            None => {
+                let http = http1::Builder::new();
+                serve(listener, |stream| {
+                    http.serve_connection(TokioIo::new(stream), service_fn(echo))
+                })
+                .await
+            }
+            Some(upstream) => serve(listener, |stream| forward_connection(stream, upstream)).await,
+        }
     })
 }
 
-/// Accepts connections and drives each of them to its end, all on this task.
-async fn serve(listener: TcpListener) -> std::io::Result<()> {
-    let http = http1::Builder::new();
+/// Accepts connections and drives each of them, as `connection` makes it, to its end,
+/// all on this task.
+async fn serve<C, E>(
+    listener: TcpListener,
+    connection: impl Fn(TcpStream) -> C,
+) -> std::io::Result<()>
+where
+    C: Future<Output = Result<(), E>>,
+{
     let mut connections = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -140,7 +187,7 @@ async fn serve(listener: TcpListener) -> std::io::Result<()> {
                 if stream.set_nodelay(true).is_err() {
                     continue;
                 }
-                connections.push(http.serve_connection(TokioIo::new(stream), service_fn(echo)));
+                connections.push(connection(stream));
             }
             // A connection that ends with an error (a client that went away mid-request)
             // concerns that client only.
@@ -155,6 +202,56 @@ fn is_transient(error: &std::io::Error) -> bool {
         error.kind(),
         ConnectionAborted | ConnectionReset | Interrupted
     )
+}
+
+/// One client connection of the bare proxy, with its own connection to `upstream`.
+async fn forward_connection(stream: TcpStream, upstream: SocketAddr) -> Result<(), BoxError> {
+    let upstream = TcpStream::connect(upstream).await?;
+    upstream.set_nodelay(true)?;
+    let (sender, upstream) = hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await?;
+    // hyper's HTTP/1 server calls the service for one request at a time, and no borrow
+    // of the sender is held across an await.
+    let sender = Rc::new(RefCell::new(sender));
+    let client = http1::Builder::new().serve_connection(
+        TokioIo::new(stream),
+        service_fn(move |request| forward(Rc::clone(&sender), request)),
+    );
+    // Whichever ends first ends both: the client left, or the upstream went away.
+    tokio::select! {
+        ended = client => ended?,
+        ended = upstream => ended?,
+    }
+    Ok(())
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The bare proxy's endpoint: the request's body to the upstream, its answer's body back.
+async fn forward(
+    sender: Rc<RefCell<SendRequest<Full<Bytes>>>>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, BoxError> {
+    let path = request.uri().path().to_owned();
+    let body = request.into_body().collect().await?.to_bytes();
+    let mut upstream = Request::post(path).body(Full::new(body))?;
+    let headers = upstream.headers_mut();
+    headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    poll_fn(|cx| sender.borrow_mut().poll_ready(cx)).await?;
+    let answer = sender.borrow_mut().send_request(upstream);
+    let answer = answer.await?;
+    let status = answer.status();
+    let body = answer.into_body().collect().await?.to_bytes();
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// The endpoint: the body back, as JSON.
@@ -200,7 +297,8 @@ mod tests {
             args(&[]),
             Ok(Args {
                 port: 0,
-                threads: 1
+                threads: 1,
+                forward_to: None,
             })
         );
     }
@@ -208,12 +306,15 @@ mod tests {
     #[test]
     fn takes_a_port_and_a_thread_count() {
         assert_eq!(
-            args(&["9000", "--threads", "2"]),
+            args(&["9000", "--threads", "2", "--forward-to", "9001"]),
             Ok(Args {
                 port: 9000,
-                threads: 2
+                threads: 2,
+                forward_to: Some(9001),
             })
         );
+        assert!(args(&["--forward-to"]).is_err());
+        assert!(args(&["--forward-to", "echo"]).is_err());
         assert!(args(&["--threads", "0"]).is_err());
         assert!(args(&["http"]).is_err());
     }
