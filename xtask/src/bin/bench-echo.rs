@@ -209,8 +209,8 @@ async fn forward_connection(stream: TcpStream, upstream: SocketAddr) -> Result<(
     let upstream = TcpStream::connect(upstream).await?;
     upstream.set_nodelay(true)?;
     let (sender, upstream) = hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await?;
-    // hyper's HTTP/1 server calls the service for one request at a time, and no borrow
-    // of the sender is held across an await.
+    // A RefCell, not a lock: everything here runs on this one task, and each borrow of
+    // the sender ends before the next await.
     let sender = Rc::new(RefCell::new(sender));
     let client = http1::Builder::new().serve_connection(
         TokioIo::new(stream),
