@@ -103,13 +103,12 @@ impl Connections {
         idle.get_mut(authority)?.pop()
     }
 
-    /// Returns a connection whose exchange is over; kept only if it can carry another.
-    pub(crate) fn put(&self, authority: Authority, mut conn: Conn) {
+    /// Returns a connection whose exchange is over; kept unless it has already ended.
+    /// It is not polled here: `get` polls it once before reuse, and that one poll both
+    /// lets it see the end of this exchange and tells whether it closed since (a
+    /// `Connection: close` answer included).
+    pub(crate) fn put(&self, authority: Authority, conn: Conn) {
         if conn.driver_done {
-            return;
-        }
-        // Lets the connection see the end of the exchange (and a `Connection: close`).
-        if (&mut conn.driver).now_or_never().is_some() || !conn.sender.is_ready() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

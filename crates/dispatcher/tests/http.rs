@@ -458,6 +458,18 @@ async fn sequential_dispatches_reuse_one_keep_alive_connection() {
 }
 
 #[tokio::test]
+async fn a_function_that_closes_each_connection_still_gets_every_dispatch() {
+    let f = Function::start(Reply::json("1").header("connection", "close")).await;
+    let pool = pool();
+    for _ in 0..4 {
+        let success = pool.dispatch(pool_request(&f)).await.unwrap();
+        assert_eq!(success.output.json_text(), "1");
+    }
+    let peers: HashSet<SocketAddr> = f.seen().iter().map(|s| s.peer).collect();
+    assert_eq!(peers.len(), 4, "a closed connection was reused: {peers:?}");
+}
+
+#[tokio::test]
 async fn the_router_sends_pool_and_deployment_over_http_and_echoes_local() {
     let f = Function::start(Reply::json(r#""from http""#)).await;
     let router = ModeRouter::new(pool());
