@@ -142,23 +142,27 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
         pinning: &pinning,
         http: &http,
     };
-    let mut echo = bench.start_echo()?;
-    let mut proxy = bench.start_proxy(echo.port)?;
     let (startup, runs, at_end) = {
-        let mut control_plane = bench.start_control_plane("control-plane.log")?;
+        let echo = bench.start_echo()?;
+        let proxy = bench.start_proxy(echo.port)?;
+        let control_plane = bench.start_control_plane("control-plane.log")?;
         println!(
             "bench: control plane healthy {:.1} ms after spawn, idle RSS {:.1} MiB",
             control_plane.startup.time_to_healthy_ms,
             mib(control_plane.startup.idle_rss_kb)
         );
         bench.register(&control_plane, Some(echo.port))?;
-        let runs = bench.scenarios(&mut control_plane, &mut echo, &mut proxy)?;
-        let at_end = memory_of(control_plane.guard.pid())?;
-        (control_plane.startup.clone(), runs, at_end)
+        let mut servers = Servers {
+            control_plane,
+            echo,
+            proxy,
+        };
+        let runs = bench.scenarios(&mut servers)?;
+        let at_end = memory_of(servers.control_plane.guard.pid())?;
+        (servers.control_plane.startup.clone(), runs, at_end)
     };
-    drop(proxy);
+    // Every server of the scenarios is gone: the memory run has the core to itself.
     let memory = bench.memory()?;
-    drop(echo);
 
     let rows = rows(&runs);
     let report = Report {
@@ -360,10 +364,34 @@ fn wait_for<T>(
     }
 }
 
+/// A bench-echo process: the echo endpoint, or the bare proxy.
 #[derive(Debug)]
 struct Echo {
     guard: Guard,
     port: u16,
+}
+
+/// The processes the scenarios run against.
+#[derive(Debug)]
+struct Servers {
+    control_plane: ControlPlane,
+    echo: Echo,
+    /// bench-echo forwarding to `echo`.
+    proxy: Echo,
+}
+
+impl Servers {
+    /// Why a run failed, if one of the servers has died: that explains it better than
+    /// the load generator's view of it.
+    fn exited(&mut self) -> Option<crate::Error> {
+        [
+            self.control_plane.guard.still_running(),
+            self.echo.guard.still_running(),
+            self.proxy.guard.still_running(),
+        ]
+        .into_iter()
+        .find_map(Result::err)
+    }
 }
 
 #[derive(Debug)]
@@ -566,37 +594,14 @@ impl Bench<'_> {
 
     /// Every scenario at every concurrency, `repetitions` times, interleaved so that a
     /// slow phase of the machine touches every scenario rather than one.
-    fn scenarios(
-        &self,
-        control_plane: &mut ControlPlane,
-        echo: &mut Echo,
-        proxy: &mut Echo,
-    ) -> Result<Vec<RunResult>> {
+    fn scenarios(&self, servers: &mut Servers) -> Result<Vec<RunResult>> {
         let mut runs = Vec::new();
         for repetition in 1..=self.plan.repetitions {
             for &concurrency in &self.plan.concurrencies {
                 for scenario in Scenario::ALL {
                     let run = self
-                        .run_one(
-                            scenario,
-                            concurrency,
-                            repetition,
-                            control_plane,
-                            echo,
-                            proxy,
-                        )
-                        .map_err(|error| {
-                            // A server that died explains a failed run better than the
-                            // load generator's view of it.
-                            [
-                                control_plane.guard.still_running(),
-                                echo.guard.still_running(),
-                                proxy.guard.still_running(),
-                            ]
-                            .into_iter()
-                            .find_map(Result::err)
-                            .unwrap_or(error)
-                        })?;
+                        .run_one(scenario, concurrency, repetition, servers)
+                        .map_err(|error| servers.exited().unwrap_or(error))?;
                     println!(
                         "bench: [{repetition}/{}] {:<11} c={concurrency:<3} {:>9.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  errors {}",
                         self.plan.repetitions,
@@ -618,10 +623,13 @@ impl Bench<'_> {
         scenario: Scenario,
         concurrency: usize,
         repetition: usize,
-        control_plane: &ControlPlane,
-        echo: &Echo,
-        proxy: &Echo,
+        servers: &Servers,
     ) -> Result<RunResult> {
+        let Servers {
+            control_plane,
+            echo,
+            proxy,
+        } = servers;
         let api = control_plane.api;
         let mut args = match scenario {
             Scenario::DirectEcho | Scenario::BareProxy => {
