@@ -231,27 +231,21 @@ async fn forward(
     sender: Rc<RefCell<SendRequest<Full<Bytes>>>>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, BoxError> {
+    if request.method() != Method::POST {
+        return Ok(method_not_allowed());
+    }
     let path = request.uri().path().to_owned();
     let body = request.into_body().collect().await?.to_bytes();
-    let mut upstream = Request::post(path).body(Full::new(body))?;
-    let headers = upstream.headers_mut();
-    headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1"));
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let upstream = Request::post(path)
+        .header(header::HOST, HeaderValue::from_static("127.0.0.1"))
+        .header(header::CONTENT_TYPE, HeaderValue::from_static(JSON))
+        .body(Full::new(body))?;
     poll_fn(|cx| sender.borrow_mut().poll_ready(cx)).await?;
     let answer = sender.borrow_mut().send_request(upstream);
     let answer = answer.await?;
     let status = answer.status();
     let body = answer.into_body().collect().await?.to_bytes();
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    Ok(json_response(status, body))
 }
 
 /// The endpoint: the body back, as JSON.
@@ -260,26 +254,28 @@ async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper
         return Ok(method_not_allowed());
     }
     let body = request.into_body().collect().await?.to_bytes();
-    let mut response = Response::new(Full::new(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    Ok(json_response(StatusCode::OK, body))
 }
 
 fn method_not_allowed() -> Response<Full<Bytes>> {
     let body = Bytes::from_static(
         br#"{"error":"METHOD_NOT_ALLOWED","message":"bench-echo answers POST only"}"#,
     );
+    let mut response = json_response(StatusCode::METHOD_NOT_ALLOWED, body);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
+const JSON: &str = "application/json";
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
     response
 }
 
