@@ -124,24 +124,12 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// `cargo xtask bench [--quick]`.
 pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
     let started = Instant::now();
-    let plan = Plan::of(mode);
-    let (bins, out) = build_binaries(root)?;
-    let cores = allowed_cpus()?;
-    let pinning = Pinning::choose(&cores, taskset_available());
+    let bench = Bench::prepare(root, Plan::of(mode))?;
     println!(
         "bench: {} CPU(s) allowed; {}",
-        cores.len(),
-        pinning.describe()
+        bench.cores,
+        bench.pinning.describe()
     );
-
-    let http = Http::new()?;
-    let bench = Bench {
-        plan: &plan,
-        bins: &bins,
-        out: &out,
-        pinning: &pinning,
-        http: &http,
-    };
     let (startup, runs, at_end) = {
         let echo = bench.start_echo()?;
         let proxy = bench.start_proxy(echo.port)?;
@@ -171,9 +159,9 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
             Mode::Full => "full",
         },
         commit: git_commit(root),
-        cores: cores.len(),
-        pinning: pinning.describe(),
-        plan: plan.clone(),
+        cores: bench.cores,
+        pinning: bench.pinning.describe(),
+        plan: bench.plan.clone(),
         startup,
         at_end,
         rows,
@@ -181,7 +169,7 @@ pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
         runs,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
-    write_reports(root, &out, "bench", &report, &markdown(&report))?;
+    write_reports(root, &bench.out, "bench", &report, &markdown(&report))?;
     println!("bench: done in {:.1}s", report.elapsed_secs);
     let problems = problems(&report);
     if problems.is_empty() {
@@ -268,12 +256,31 @@ struct Binaries {
 
 /// Everything a scenario needs.
 #[derive(Debug)]
-struct Bench<'a> {
-    plan: &'a Plan,
-    bins: &'a Binaries,
-    out: &'a Path,
-    pinning: &'a Pinning,
-    http: &'a Http,
+struct Bench {
+    plan: Plan,
+    bins: Binaries,
+    /// Where reports and logs go.
+    out: PathBuf,
+    /// The CPUs this process may use.
+    cores: usize,
+    pinning: Pinning,
+    http: Http,
+}
+
+impl Bench {
+    /// Builds the binaries and chooses the pinning: where every mode starts.
+    fn prepare(root: &Path, plan: Plan) -> Result<Self> {
+        let (bins, out) = build_binaries(root)?;
+        let cores = allowed_cpus()?;
+        Ok(Self {
+            plan,
+            bins,
+            out,
+            cores: cores.len(),
+            pinning: Pinning::choose(&cores, taskset_available()),
+            http: Http::new()?,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -412,7 +419,7 @@ struct Startup {
     idle_rss_kb: u64,
 }
 
-impl Bench<'_> {
+impl Bench {
     fn start_echo(&self) -> Result<Echo> {
         self.start_bench_echo("bench-echo", &[])
     }

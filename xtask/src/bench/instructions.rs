@@ -55,18 +55,9 @@ pub(crate) fn run(root: &Path) -> Result<()> {
             return Err(format!("`{tool}` is not installed (Debian: apt install valgrind)").into());
         }
     }
-    let (bins, out) = build_binaries(root)?;
-    let pinning = Pinning::choose(&allowed_cpus()?, taskset_available());
     // Only registration reads the plan here (function concurrency and queue size).
-    let plan = Plan::of(Mode::Quick);
-    let http = Http::new()?;
-    let bench = Bench {
-        plan: &plan,
-        bins: &bins,
-        out: &out,
-        pinning: &pinning,
-        http: &http,
-    };
+    let bench = Bench::prepare(root, Plan::of(Mode::Quick))?;
+    let out = &bench.out;
 
     let dumps = out.join("callgrind.out");
     let echo = bench.start_echo()?;
@@ -152,12 +143,12 @@ pub(crate) fn run(root: &Path) -> Result<()> {
 
     let report = InstructionsReport {
         commit: git_commit(root),
-        pinning: pinning.describe(),
+        pinning: bench.pinning.describe(),
         counted,
     };
     write_reports(
         root,
-        &out,
+        out,
         "instructions",
         &report,
         &instructions_markdown(&report),
