@@ -33,7 +33,7 @@ const X_COLD_START: HeaderName = HeaderName::from_static(core_types::headers::X_
 const X_INIT_DURATION_MS: HeaderName =
     HeaderName::from_static(core_types::headers::X_INIT_DURATION_MS);
 
-/// Settings of the shared HTTP client.
+/// Settings of the shared connection pool and of every dispatch.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     /// How long an idle keep-alive connection stays in the pool.
@@ -55,7 +55,7 @@ impl Default for PoolConfig {
 }
 
 /// Dispatches `POOL` functions (and `DEPLOYMENT` functions once they have an endpoint)
-/// over HTTP/1.1, through one pooled keep-alive client shared by every function.
+/// over HTTP/1.1, through one pool of keep-alive connections shared by every function.
 ///
 /// Each dispatch drives its own keep-alive connection (see `connections.rs`), not a
 /// general-purpose client: dispatch needs one `POST` with fixed headers, no redirects,
@@ -144,9 +144,9 @@ impl PoolDispatcher {
 
     /// A dispatcher with `config`.
     ///
-    /// The client speaks plain HTTP/1.1 (function endpoints are cluster-internal), sets
-    /// `TCP_NODELAY`, ignores proxy settings of the environment, and does not follow
-    /// redirects (a 3xx is a non-2xx answer).
+    /// Dispatches speak plain HTTP/1.1 (function endpoints are cluster-internal) on
+    /// connections with `TCP_NODELAY`, ignore proxy settings of the environment, and do
+    /// not follow redirects (a 3xx is a non-2xx answer).
     pub fn with_config(config: PoolConfig) -> Self {
         Self {
             connections: Arc::new(Connections::new(
