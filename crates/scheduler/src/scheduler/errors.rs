@@ -1,0 +1,98 @@
+//! Why operations of the scheduler are refused, one error type per operation.
+
+use super::*;
+
+/// Why a submission was refused. A refused submission leaves no record and no claim.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// No such function.
+    #[error("function {0} is not registered")]
+    UnknownFunction(FunctionName),
+    /// The function's queue is full.
+    #[error("the queue of {function} is full ({capacity} queued)")]
+    QueueFull {
+        /// The function.
+        function: FunctionName,
+        /// Its queue size.
+        capacity: usize,
+    },
+    /// The idempotency key was used with a different request.
+    #[error("idempotency key {0} was used with a different request")]
+    IdempotencyKeyReused(IdempotencyKey),
+    /// The control plane is shutting down or the function is being removed.
+    #[error("not accepting invocations of {0}: shutting down or removed")]
+    NotAccepting(FunctionName),
+    /// The execution store refused the record.
+    #[error("the execution store refused the record: {0}")]
+    Store(String),
+}
+
+/// Why a function could not be registered. A refused registration leaves nothing
+/// registered and nothing provisioned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The name is taken (or being registered right now).
+    #[error(transparent)]
+    AlreadyRegistered(#[from] AlreadyRegistered),
+    /// A `DEPLOYMENT` function without `endpointUrl`, and no provider can run it.
+    #[error(
+        "function {0} asks for DEPLOYMENT, but no deployment provider can run it and it has no endpointUrl"
+    )]
+    NoProvider(FunctionName),
+    /// The provider could not provision it.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+}
+
+/// Why a function's replica count could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicasError {
+    /// No such function.
+    #[error("function {0} is not registered")]
+    UnknownFunction(FunctionName),
+    /// The function has no managed deployment.
+    #[error(
+        "function {function} runs as {mode:?}, not as a managed DEPLOYMENT: it has no replicas to set"
+    )]
+    NotDeployment {
+        /// The function.
+        function: FunctionName,
+        /// How it runs.
+        mode: ExecutionMode,
+    },
+    /// The provider failed.
+    #[error(transparent)]
+    Provider(#[from] SetReplicasError),
+}
+
+/// Why `tick_once` could not look at a function.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TickError {
+    /// No such function.
+    #[error("function {0} is not registered")]
+    UnknownFunction(FunctionName),
+}
+
+/// Why a completion could not be applied at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompleteError {
+    /// No such execution (never existed, or evicted).
+    #[error("no execution {0}")]
+    UnknownExecution(ExecutionId),
+}
+
+/// Why waiting for a result failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// No such execution (never existed, or evicted).
+    #[error("no execution {0}")]
+    UnknownExecution(ExecutionId),
+}
+
+/// Why a function could not be removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveError {
+    /// No such function.
+    #[error("function {0} is not registered")]
+    UnknownFunction(FunctionName),
+}

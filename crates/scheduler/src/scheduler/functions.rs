@@ -1,0 +1,173 @@
+//! Registering, scaling, listing and removing functions.
+
+use super::*;
+
+impl Scheduler {
+    /// Registers a function and creates its queue. A `DEPLOYMENT` function is
+    /// provisioned first (the provider's endpoint becomes its `endpointUrl`); without a
+    /// provider able to run it, one that brought its own `endpointUrl` runs as `POOL`,
+    /// any other is refused. Atomic: a refused registration leaves nothing behind.
+    pub async fn register_function(
+        &self,
+        mut spec: FunctionSpec,
+    ) -> Result<RegisteredFunction, RegisterError> {
+        let inner = &self.inner;
+        let name = spec.name.clone();
+        let _reservation = Reservation::take(&inner.registering, &name)
+            .ok_or_else(|| AlreadyRegistered(name.clone()))?;
+        if inner.parts.registry.get(name.as_str()).await.is_some() {
+            return Err(AlreadyRegistered(name).into());
+        }
+
+        let provider = match spec.execution_mode {
+            ExecutionMode::Deployment => inner
+                .parts
+                .deployments
+                .as_ref()
+                .filter(|provider| provider.supports(&spec)),
+            ExecutionMode::Local | ExecutionMode::Pool => None,
+        };
+        let effective_mode = match (spec.execution_mode, provider) {
+            (ExecutionMode::Deployment, Some(provider)) => {
+                spec.endpoint_url = Some(provider.provision(&spec).await?);
+                ExecutionMode::Deployment
+            }
+            (ExecutionMode::Deployment, None) if spec.endpoint_url.is_some() => ExecutionMode::Pool,
+            (ExecutionMode::Deployment, None) => return Err(RegisterError::NoProvider(name)),
+            (mode, _) => mode,
+        };
+
+        let spec = Arc::new(spec);
+        let registered = RegisteredFunction {
+            spec: Arc::clone(&spec),
+            effective_mode,
+            created_at: inner.parts.clock.now(),
+        };
+        if let Err(taken) = inner.parts.registry.register(registered.clone()).await {
+            if let Some(provider) = provider {
+                self.deprovision(provider.as_ref(), &name).await;
+            }
+            return Err(taken.into());
+        }
+        let queue = FunctionQueue::new(
+            name.clone(),
+            spec.queue_size as usize,
+            spec.concurrency as usize,
+            inner.readiness.clone(),
+        );
+        inner
+            .functions
+            .insert(name, Arc::new(FunctionRuntime { spec, queue }));
+        Ok(registered)
+    }
+
+    pub(super) async fn deprovision(&self, provider: &dyn DeploymentProvider, name: &FunctionName) {
+        if let Err(error) = provider.deprovision(name).await {
+            tracing::error!(function = %name, %error, "managed deployment could not be removed");
+        }
+    }
+
+    /// Sets the replica count of a provisioned `DEPLOYMENT` function.
+    pub async fn set_replicas(
+        &self,
+        name: &FunctionName,
+        replicas: u32,
+    ) -> Result<(), ReplicasError> {
+        let function = self
+            .function(name.as_str())
+            .await
+            .ok_or_else(|| ReplicasError::UnknownFunction(name.clone()))?;
+        let provider = match (function.effective_mode, &self.inner.parts.deployments) {
+            (ExecutionMode::Deployment, Some(provider)) => provider,
+            (mode, _) => {
+                return Err(ReplicasError::NotDeployment {
+                    function: function.spec.name.clone(),
+                    mode,
+                });
+            }
+        };
+        provider.set_replicas(&function.spec.name, replicas).await?;
+        Ok(())
+    }
+
+    /// Removes a function. Its queued executions end in `error` with
+    /// `FUNCTION_REMOVED` (their sync callers are answered at once); running ones finish.
+    pub async fn remove_function(
+        &self,
+        name: &FunctionName,
+    ) -> Result<RegisteredFunction, RemoveError> {
+        let Some((_, runtime)) = self.inner.functions.remove(name) else {
+            return Err(RemoveError::UnknownFunction(name.clone()));
+        };
+        for queued in runtime.queue.close() {
+            let error = ErrorInfo::new(
+                ErrorCode::FunctionRemoved,
+                format!("function {name} was removed"),
+            );
+            let _ = self
+                .complete(
+                    &queued.id,
+                    None,
+                    Completion::error(error),
+                    CompletionSource::FunctionRemoved,
+                )
+                .await;
+        }
+        let removed = self
+            .inner
+            .parts
+            .registry
+            .remove(name.as_str())
+            .await
+            .ok_or_else(|| RemoveError::UnknownFunction(name.clone()))?;
+        if removed.effective_mode == ExecutionMode::Deployment
+            && let Some(provider) = &self.inner.parts.deployments
+        {
+            self.deprovision(provider.as_ref(), name).await;
+        }
+        Ok(removed)
+    }
+
+    /// One registered function.
+    pub async fn function(&self, name: &str) -> Option<RegisteredFunction> {
+        self.inner.parts.registry.get(name).await
+    }
+
+    /// Every registered function, by name.
+    pub async fn functions(&self) -> Vec<RegisteredFunction> {
+        self.inner.parts.registry.list().await
+    }
+
+    /// A function's queue and slots, if it is registered.
+    pub fn queue_snapshot(&self, name: &str) -> Option<QueueSnapshot> {
+        let runtime = self.inner.functions.get(name)?;
+        let queue = &runtime.queue;
+        Some(QueueSnapshot {
+            queued: queue.queued_ids(),
+            in_flight: queue.in_flight(),
+            concurrency: queue.concurrency(),
+            capacity: queue.capacity(),
+        })
+    }
+}
+
+/// A name held in the set of registrations in progress until dropped.
+struct Reservation<'a> {
+    set: &'a dashmap::DashSet<FunctionName>,
+    name: FunctionName,
+}
+
+impl<'a> Reservation<'a> {
+    fn take(set: &'a dashmap::DashSet<FunctionName>, name: &FunctionName) -> Option<Self> {
+        set.insert(name.clone()).then(|| Self {
+            set,
+            name: name.clone(),
+        })
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.set.remove(&self.name);
+    }
+}
