@@ -10,6 +10,7 @@ mod support;
 
 use axum::http::StatusCode;
 use core_types::{DispatchSuccess, ExecutionState, Payload};
+use scheduler::RetryBackoff;
 use serde_json::json;
 use support::{Api, Call, Step, action, complete, drain, gate, spec, until};
 
@@ -19,8 +20,7 @@ fn status_of(answer: &support::Answer) -> ExecutionState {
 
 #[tokio::test(start_paused = true)]
 async fn case_a_sync_invoke_of_an_echo_answers_200_with_the_input_as_output() {
-    let api = Api::case("sync_invoke_echo_succeeds");
-    api.start_background();
+    let api = Api::case_in_background("sync_invoke_echo_succeeds");
     api.register(spec("echo", json!({}))).await;
     api.script("echo", [Step::Echo]);
     api.checkpoint("01_registered").await;
@@ -41,8 +41,7 @@ async fn case_a_sync_invoke_of_an_echo_answers_200_with_the_input_as_output() {
 
 #[tokio::test(start_paused = true)]
 async fn case_a_sync_invoke_that_fails_every_attempt_answers_200_with_status_error() {
-    let api = Api::case("sync_invoke_fails_after_max_retries");
-    api.start_background();
+    let api = Api::case_in_background("sync_invoke_fails_after_max_retries");
     api.register(spec("flaky", json!({"maxRetries": 2}))).await;
     api.script("flaky", [Step::Http500, Step::Http500]);
 
@@ -174,6 +173,7 @@ async fn case_a_callback_for_an_older_attempt_is_ignored() {
     api.exchange(Call::post(drain("f"))).await;
     api.checkpoint("01_first_attempt_failed_and_requeued").await;
 
+    api.advance_clock(RetryBackoff::default().ceiling(2).0);
     let drained = async { api.exchange(Call::post(drain("f"))).await };
     let stale_callback = async {
         second.started().await;

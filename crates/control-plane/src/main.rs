@@ -20,7 +20,7 @@ use clap::{Parser, ValueEnum};
 use core_types::DurationMs;
 use dispatcher::{ModeRouter, PoolDispatcher};
 use http_api::{ApiConfig, AppState, InvalidRuntimeConfig, Metrics, RuntimeConfig};
-use scheduler::{MemoryLimits, Scheduler, SchedulerConfig, SchedulerParts};
+use scheduler::{MemoryLimits, RetryBackoff, Scheduler, SchedulerConfig, SchedulerParts};
 use signals::shutdown_signal;
 use tokio::net::TcpListener;
 
@@ -78,6 +78,29 @@ struct Args {
         default_value = "256MiB"
     )]
     execution_memory_budget: bytesize::ByteSize,
+    /// Memory remembered idempotency keys may keep (estimated): past it the oldest are
+    /// forgotten before their TTL, counted by `idempotency_keys_evicted_total`.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_IDEMPOTENCY_MEMORY_BUDGET",
+        default_value = "64MiB"
+    )]
+    idempotency_memory_budget: bytesize::ByteSize,
+    /// Memory the inputs of queued and running executions may hold in all: past it
+    /// `:invoke` and `:enqueue` are refused with 429 `QUEUE_FULL`.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_QUEUED_INPUT_BUDGET",
+        default_value = "512MiB"
+    )]
+    queued_input_budget: bytesize::ByteSize,
+    /// Wait before a failed attempt's first retry (ISO-8601; doubles per retry, with
+    /// jitter; `PT0S`: retries are due at once).
+    #[arg(long, env = "CONTROL_PLANE_RETRY_BACKOFF_BASE", default_value = "PT0.1S", value_parser = parse_wait)]
+    retry_backoff_base: Duration,
+    /// Longest wait before a retry (ISO-8601).
+    #[arg(long, env = "CONTROL_PLANE_RETRY_BACKOFF_MAX", default_value = "PT10S", value_parser = parse_wait)]
+    retry_backoff_max: Duration,
     /// Request body limit in bytes.
     #[arg(long, env = "CONTROL_PLANE_MAX_BODY_BYTES", default_value_t = http_api::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -174,6 +197,11 @@ fn parse_positive_duration(text: &str) -> Result<DurationMs, String> {
     Ok(DurationMs(millis))
 }
 
+/// A size flag as bytes (saturating on 32-bit targets).
+fn bytes(size: bytesize::ByteSize) -> usize {
+    usize::try_from(size.as_u64()).unwrap_or(usize::MAX)
+}
+
 /// Every allocation of the control plane. An invocation makes a few dozen small,
 /// short-lived ones; mimalloc serves them in ~12-14 % fewer instructions per invocation
 /// than glibc malloc (callgrind), with the same idle RSS and per-record memory once
@@ -245,13 +273,18 @@ async fn run(args: Args) -> std::io::Result<()> {
             MemoryLimits {
                 execution_ttl: args.execution_ttl,
                 idempotency_ttl: args.idempotency_ttl,
-                execution_memory_budget: usize::try_from(args.execution_memory_budget.as_u64())
-                    .unwrap_or(usize::MAX),
+                execution_memory_budget: bytes(args.execution_memory_budget),
+                idempotency_memory_budget: bytes(args.idempotency_memory_budget),
             },
         )
     };
     let config = SchedulerConfig {
         callback_base_url: Some(Arc::from(callback_base_url.as_str())),
+        retry_backoff: RetryBackoff {
+            base: args.retry_backoff_base,
+            max: args.retry_backoff_max.max(args.retry_backoff_base),
+        },
+        queued_input_budget: bytes(args.queued_input_budget),
         ..SchedulerConfig::default()
     };
     let scheduler = Scheduler::new(parts, config);
@@ -370,6 +403,10 @@ mod tests {
         assert_eq!(args.execution_ttl, DurationMs(300_000));
         assert_eq!(args.max_body_bytes, 6 * 1024 * 1024);
         assert_eq!(args.execution_memory_budget.as_u64(), 256 * 1024 * 1024);
+        assert_eq!(args.idempotency_memory_budget.as_u64(), 64 * 1024 * 1024);
+        assert_eq!(args.queued_input_budget.as_u64(), 512 * 1024 * 1024);
+        assert_eq!(args.retry_backoff_base, Duration::from_millis(100));
+        assert_eq!(args.retry_backoff_max, Duration::from_secs(10));
         assert!(args.callback_base_url.is_none());
         assert_eq!(args.shutdown_grace, DurationMs(10_000));
         assert_eq!(args.log_format, LogFormat::Text);

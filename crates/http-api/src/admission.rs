@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use core_types::{
-    Clock, ErrorCode, ErrorInfo, ExecutionId, ExecutionState, FunctionName, FunctionSpec, Timestamp,
+    Clock, ErrorCode, ErrorInfo, ExecutionState, FunctionName, FunctionSpec, Timestamp,
 };
 use dashmap::DashMap;
 use governor::clock::Clock as GovernorClock;
@@ -44,7 +44,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use scheduler::{Completion, CompletionSource, Scheduler, SubmitError, WaitError};
+use scheduler::{Completion, CompletionSource, Scheduler, SubmitError, WaitError, Waiter};
 use store::ExecutionRecord;
 
 use crate::ApiError;
@@ -93,6 +93,19 @@ pub enum Rejection {
         /// Seconds until the line is likely short enough.
         retry_after: u64,
     },
+    /// The inputs of unfinished executions fill the control plane's queued-input budget
+    /// (refused by the scheduler after admission).
+    #[error(
+        "the inputs of queued and running executions already hold the budget of {budget_bytes} bytes"
+    )]
+    InputsFull {
+        /// The function asked for.
+        function: FunctionName,
+        /// The budget.
+        budget_bytes: usize,
+        /// Seconds until room is likely.
+        retry_after: u64,
+    },
     /// The function's queue is full (refused by the scheduler after admission).
     #[error("the queue of {function} is full ({capacity} queued)")]
     QueueFull {
@@ -111,7 +124,7 @@ impl Rejection {
         match self {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::QueueDepth { .. } | Self::EstimatedWait { .. } => ErrorCode::SyncQueueRejected,
-            Self::QueueFull { .. } => ErrorCode::QueueFull,
+            Self::QueueFull { .. } | Self::InputsFull { .. } => ErrorCode::QueueFull,
         }
     }
 
@@ -121,7 +134,8 @@ impl Rejection {
             Self::RateLimited { retry_after, .. }
             | Self::QueueDepth { retry_after, .. }
             | Self::EstimatedWait { retry_after, .. }
-            | Self::QueueFull { retry_after, .. } => *retry_after,
+            | Self::QueueFull { retry_after, .. }
+            | Self::InputsFull { retry_after, .. } => *retry_after,
         }
     }
 
@@ -130,7 +144,7 @@ impl Rejection {
         match self {
             Self::QueueDepth { .. } => Some("depth"),
             Self::EstimatedWait { .. } => Some("est_wait"),
-            Self::RateLimited { .. } | Self::QueueFull { .. } => None,
+            Self::RateLimited { .. } | Self::QueueFull { .. } | Self::InputsFull { .. } => None,
         }
     }
 }
@@ -341,75 +355,82 @@ pub(crate) struct Admitted {
 }
 
 impl Admitted {
-    /// The API's answer to a submission the scheduler refused; a full queue's
-    /// `Retry-After` comes from the function's completion rate.
+    /// The API's answer to a submission the scheduler refused; a full queue's (or
+    /// input budget's) `Retry-After` comes from the function's completion rate.
     pub(crate) fn refused(&self, error: SubmitError) -> ApiError {
+        let one_completion = |function: &FunctionName| {
+            let wait = self
+                .metrics
+                .completions_per_second(function.as_str())
+                .map_or(0.0, |per_second| estimated_wait(1, per_second));
+            whole_seconds(wait, 1, self.function.timeout_ms.div_ceil(1_000))
+        };
         match error {
-            SubmitError::QueueFull { function, capacity } => {
-                let one_completion = self
-                    .metrics
-                    .completions_per_second(function.as_str())
-                    .map_or(0.0, |per_second| estimated_wait(1, per_second));
-                let ceiling = self.function.timeout_ms.div_ceil(1_000);
-                Rejection::QueueFull {
-                    function,
-                    capacity,
-                    retry_after: whole_seconds(one_completion, 1, ceiling),
-                }
-                .into()
+            SubmitError::QueueFull { function, capacity } => Rejection::QueueFull {
+                retry_after: one_completion(&function),
+                function,
+                capacity,
             }
+            .into(),
+            SubmitError::InputsFull {
+                function,
+                budget_bytes,
+            } => Rejection::InputsFull {
+                retry_after: one_completion(&function),
+                function,
+                budget_bytes,
+            }
+            .into(),
             other => other.into(),
         }
     }
 
     /// Waits for the execution's final record for at most `limit`. With the sync queue
     /// in force, an execution still queued (not dispatched) once `syncQueueMaxQueueWait`
-    /// has passed is ended as `timeout` with `QUEUE_TIMEOUT`. A dispatch starting at
-    /// that very moment may be ended with it, as a sync timeout would end it.
+    /// has passed is ended as `timeout` with `QUEUE_TIMEOUT`; one dispatched by then
+    /// keeps its attempt (the scheduler decides that under the execution's lock).
     ///
     /// A `replayed` caller shares an execution whose first caller owns its deadlines:
     /// it only stops waiting, and gets the execution as it stands.
     pub(crate) async fn wait_for_result(
         &self,
         scheduler: &Scheduler,
-        id: &ExecutionId,
+        waiter: &mut Waiter,
         limit: Duration,
         replayed: bool,
     ) -> Result<ExecutionRecord, WaitError> {
         if replayed {
-            return scheduler.wait_at_most(id, limit).await;
+            return scheduler.wait_at_most(waiter, limit).await;
         }
         let cap = self.applied.config.sync_queue_max_queue_wait;
         if self.place.is_none() || cap >= limit {
-            return scheduler.wait_for_result(id, Some(limit)).await;
+            return scheduler.wait(waiter, Some(limit)).await;
         }
-        if let Ok(finished) =
-            tokio::time::timeout(cap, scheduler.wait_for_result(id, Some(limit))).await
-        {
+        if let Ok(finished) = tokio::time::timeout(cap, scheduler.wait(waiter, Some(limit))).await {
             return finished;
         }
-        if scheduler
-            .execution(id)
-            .await
-            .is_some_and(|record| record.state == ExecutionState::Queued)
-        {
-            let error = ErrorInfo::new(
-                ErrorCode::QueueTimeout,
-                format!(
-                    "not dispatched within the sync queue's maximum wait of {} ms",
-                    cap.as_millis()
-                ),
-            );
-            let completion = Completion::Failure {
-                state: ExecutionState::Timeout,
-                error,
-            };
-            // Whatever wins (this or a result that beat it), the record below is final.
-            let _ = scheduler
-                .complete(id, None, completion, CompletionSource::SyncTimeout)
-                .await;
-        }
-        scheduler.wait_for_result(id, Some(limit - cap)).await
+        let error = ErrorInfo::new(
+            ErrorCode::QueueTimeout,
+            format!(
+                "not dispatched within the sync queue's maximum wait of {} ms",
+                cap.as_millis()
+            ),
+        );
+        let completion = Completion::Failure {
+            state: ExecutionState::Timeout,
+            error,
+        };
+        // Applied only if it is still queued; whatever the outcome, the wait below
+        // gets the final record.
+        let _ = scheduler
+            .complete(
+                waiter.execution_id(),
+                None,
+                completion,
+                CompletionSource::QueueTimeout,
+            )
+            .await;
+        scheduler.wait(waiter, Some(limit - cap)).await
     }
 }
 

@@ -132,13 +132,15 @@ impl ApiError {
             Self::Replicas(ReplicasError::NotDeployment { .. }) => {
                 (S::BAD_REQUEST, ErrorCode::ValidationError)
             }
-            Self::Submit(SubmitError::QueueFull { .. }) => {
+            Self::Submit(SubmitError::QueueFull { .. } | SubmitError::InputsFull { .. }) => {
                 (S::TOO_MANY_REQUESTS, ErrorCode::QueueFull)
             }
             Self::Submit(SubmitError::IdempotencyKeyReused(_)) => {
                 (S::UNPROCESSABLE_ENTITY, ErrorCode::IdempotencyKeyReused)
             }
-            Self::Submit(SubmitError::NotAccepting(_)) => {
+            Self::Submit(SubmitError::NotAccepting(_))
+            | Self::Register(RegisterError::Interrupted)
+            | Self::Remove(RemoveError::Interrupted) => {
                 (S::SERVICE_UNAVAILABLE, ErrorCode::Shutdown)
             }
             Self::Admission(rejection) => (S::TOO_MANY_REQUESTS, rejection.code()),

@@ -270,7 +270,7 @@ pub(crate) async fn function_action(
     };
     let name = parse_name(name)?;
     let timeout = if sync { sync_timeout(&headers)? } else { None };
-    let options = submit_options(&headers)?;
+    let options = submit_options(&headers, sync)?;
     let request: InvocationRequest = parse_json(
         &headers,
         body,
@@ -289,14 +289,9 @@ pub(crate) async fn function_action(
         (state.scheduler.submit(&name, request, options).await).map_err(|e| admitted.refused(e))?;
     let id = submitted.execution_id;
 
-    if !sync {
-        // A replay answers the execution as it stands (it may have finished long ago);
-        // only a record already evicted falls back to what the first answer said.
-        let existing = match submitted.replayed {
-            true => state.scheduler.execution(&id).await,
-            false => None,
-        };
-        let body = existing.as_ref().map_or_else(
+    let Some(mut waiter) = submitted.waiter else {
+        // A replay answers the execution as it stands (it may have finished long ago).
+        let body = submitted.record.as_ref().map_or_else(
             || InvocationResponse {
                 execution_id: id.clone(),
                 status: ExecutionState::Queued,
@@ -309,11 +304,11 @@ pub(crate) async fn function_action(
             (StatusCode::ACCEPTED, Json(body)).into_response(),
             &id,
         ));
-    }
+    };
 
     let limit = timeout.unwrap_or(Duration::from_millis(function.spec.timeout_ms));
     let record = admitted
-        .wait_for_result(&state.scheduler, &id, limit, submitted.replayed)
+        .wait_for_result(&state.scheduler, &mut waiter, limit, submitted.replayed)
         .await?;
     Ok(with_execution_id(
         (StatusCode::OK, Json(invocation_response(&record))).into_response(),
@@ -364,11 +359,14 @@ fn sync_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
     }
 }
 
-fn submit_options(headers: &HeaderMap) -> Result<SubmitOptions, ApiError> {
+/// The submission's headers; a sync caller (`wait`) subscribes to the result as it
+/// submits.
+fn submit_options(headers: &HeaderMap, wait: bool) -> Result<SubmitOptions, ApiError> {
     let non_empty = |v: Option<&str>| v.filter(|t| !t.is_empty()).map(str::to_owned);
     Ok(SubmitOptions {
         idempotency_key: non_empty(header_text(headers, IDEMPOTENCY_KEY)?).map(IdempotencyKey::new),
         trace_id: non_empty(header_text(headers, X_TRACE_ID)?).map(TraceId::new),
+        wait,
     })
 }
 

@@ -70,6 +70,7 @@ struct Families {
     e2e_latency: HistogramFamily,
     init_duration: HistogramFamily,
     sync_wait: HistogramFamily,
+    retry_backoff: HistogramFamily,
 }
 
 impl Families {
@@ -91,6 +92,7 @@ impl Families {
             e2e_latency: histograms(),
             init_duration: histograms(),
             sync_wait: histograms(),
+            retry_backoff: histograms(),
         }
     }
 
@@ -178,6 +180,11 @@ impl Families {
                 "Milliseconds a sync caller admitted to the sync queue waited for its answer",
                 &self.sync_wait,
             ),
+            (
+                "function_retry_backoff_ms",
+                "Milliseconds a failed attempt's retry waited before it could be dispatched",
+                &self.retry_backoff,
+            ),
         ];
         for (name, help, family) in histograms {
             registry.register(name, help, family.clone());
@@ -204,6 +211,7 @@ struct FunctionSeries {
     e2e_latency: Histogram,
     init_duration: Histogram,
     sync_wait: Histogram,
+    retry_backoff: Histogram,
     throughput: Mutex<Throughput>,
 }
 
@@ -231,6 +239,7 @@ impl FunctionSeries {
             e2e_latency: histogram(&families.e2e_latency),
             init_duration: histogram(&families.init_duration),
             sync_wait: histogram(&families.sync_wait),
+            retry_backoff: histogram(&families.retry_backoff),
             throughput: Mutex::new(Throughput::default()),
         }
     }
@@ -327,7 +336,8 @@ impl Metrics {
         let in_flight = Family::<FunctionLabel, Gauge>::default();
         for function in scheduler.functions().await {
             let name = function.spec.name.as_str();
-            let Some(queue) = scheduler.queue_snapshot(name) else {
+            // Counters only: no lock taken, no id copied.
+            let Some(queue) = scheduler.queue_load(name) else {
                 continue; // removed since the listing
             };
             let label = FunctionLabel {
@@ -335,7 +345,7 @@ impl Metrics {
             };
             depth
                 .get_or_create(&label)
-                .set(i64::try_from(queue.queued.len()).unwrap_or(i64::MAX));
+                .set(i64::try_from(queue.depth).unwrap_or(i64::MAX));
             in_flight
                 .get_or_create(&label)
                 .set(i64::try_from(queue.in_flight).unwrap_or(i64::MAX));
@@ -374,6 +384,32 @@ impl Metrics {
             evicted,
         );
 
+        let claims = scheduler.idempotency_stats();
+        let keys = Gauge::<i64>::default();
+        keys.set(i64::try_from(claims.keys).unwrap_or(i64::MAX));
+        gauges.register("idempotency_keys", "Idempotency keys remembered", keys);
+        let key_bytes = Gauge::<i64>::default();
+        key_bytes.set(i64::try_from(claims.bytes).unwrap_or(i64::MAX));
+        gauges.register(
+            "idempotency_keys_bytes",
+            "Estimated bytes the remembered idempotency keys keep (bounded by their memory budget)",
+            key_bytes,
+        );
+        let keys_evicted = Counter::<u64>::default();
+        keys_evicted.inc_by(claims.evicted_over_budget);
+        gauges.register(
+            "idempotency_keys_evicted",
+            "Idempotency keys forgotten before their TTL to stay within the memory budget",
+            keys_evicted,
+        );
+        let inputs = Gauge::<i64>::default();
+        inputs.set(i64::try_from(scheduler.queued_input_bytes()).unwrap_or(i64::MAX));
+        gauges.register(
+            "queued_input_bytes",
+            "Bytes of input held by queued and running executions (bounded by the queued-input budget)",
+            inputs,
+        );
+
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode_registry(&mut text, &self.registry);
@@ -397,8 +433,12 @@ impl Observer for Metrics {
                 series.dispatch.inc();
                 series.queue_wait.observe(ms(queue_wait.0));
             }
-            SchedulerEvent::Retried { function, .. } => {
-                self.series(function).retry.inc();
+            SchedulerEvent::Retried {
+                function, backoff, ..
+            } => {
+                let series = self.series(function);
+                series.retry.inc();
+                series.retry_backoff.observe(ms(backoff.0));
             }
             SchedulerEvent::Finished { record, .. } => {
                 let series = self.series(&record.function);

@@ -20,7 +20,7 @@ use core_types::{
     FunctionName, Timestamp,
 };
 use http_api::{ApiConfig, AppState, Metrics, RuntimeConfig, management_router, router};
-use scheduler::{MemoryLimits, Scheduler, SchedulerConfig, SchedulerParts};
+use scheduler::{MemoryLimits, RetryBackoff, Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -71,8 +71,10 @@ fn service_within(config: ApiConfig, limits: MemoryLimits) -> Service {
     };
     // These stories hold invocations in the queue and release them with `:drain-once`,
     // so sync callers must not move the queue themselves.
+    // ... and drain a failed attempt's retry right away: retries are due at once.
     let scheduler_config = SchedulerConfig {
         waiters_drive_when_manual: false,
+        retry_backoff: RetryBackoff::NONE,
         ..SchedulerConfig::default()
     };
     let scheduler = Scheduler::new(parts, scheduler_config);
@@ -325,6 +327,7 @@ async fn the_exposition_counts_what_happened_to_each_function() {
     assert_eq!(fun("function_success_total"), 2.0);
     assert_eq!(fun("function_error_total"), 1.0);
     assert_eq!(fun("function_retry_total"), 1.0);
+    assert_eq!(fun("function_retry_backoff_ms_count"), 1.0);
     assert_eq!(fun("function_timeout_total"), 0.0);
     assert_eq!(fun("function_cold_start_total"), 1.0);
     assert_eq!(fun("function_warm_start_total"), 1.0);
@@ -374,7 +377,13 @@ async fn the_exposition_counts_what_happened_to_each_function() {
             "{counter}"
         );
     }
-    for gauge in ["function_queue_depth", "function_in_flight"] {
+    for gauge in [
+        "function_queue_depth",
+        "function_in_flight",
+        "idempotency_keys",
+        "idempotency_keys_bytes",
+        "queued_input_bytes",
+    ] {
         assert!(
             metrics.has_line(&format!("# TYPE {gauge} gauge")),
             "{gauge}"
@@ -386,6 +395,7 @@ async fn the_exposition_counts_what_happened_to_each_function() {
         "function_e2e_latency_ms",
         "function_init_duration_ms",
         "sync_queue_wait_ms",
+        "function_retry_backoff_ms",
     ] {
         assert!(
             metrics.has_line(&format!("# TYPE {histogram} histogram")),

@@ -9,7 +9,7 @@
 //! Must not know: execution records, dispatching, HTTP, or what an execution does.
 //!
 //! ```
-//! use core_types::{ExecutionId, FunctionName, Timestamp};
+//! use core_types::{DurationMs, ExecutionId, FunctionName, Timestamp};
 //! use queue::{FunctionQueue, QueuedExecution, Readiness};
 //!
 //! let (readiness, mut ready) = Readiness::channel();
@@ -17,19 +17,18 @@
 //! queue.push(QueuedExecution { id: ExecutionId::new("e-1"), enqueued_at: Timestamp::from_millis(0) }).unwrap();
 //! assert_eq!(ready.try_next().unwrap().as_str(), "echo");
 //!
-//! let slot = queue.try_acquire_slot().expect("concurrency 1, nothing in flight");
-//! assert!(queue.try_acquire_slot().is_none());
-//! let next = queue.pop().unwrap();
+//! let (slot, next) = queue.take(Timestamp::from_millis(0), DurationMs(0)).expect("concurrency 1, nothing in flight");
 //! assert_eq!(next.id.as_str(), "e-1");
+//! assert!(queue.try_acquire_slot().is_none());
 //! drop(slot); // the slot is free again
 //! assert_eq!(queue.in_flight(), 0);
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use core_types::{ExecutionId, FunctionName, Timestamp};
+use core_types::{DurationMs, ExecutionId, FunctionName, Timestamp};
 use tokio::sync::mpsc;
 
 /// One queued attempt of an execution.
@@ -94,6 +93,11 @@ impl ReadyFunctions {
 }
 
 /// A function's queue and its concurrency slots.
+///
+/// Besides the FIFO line, a queue holds retries that are not due yet (waiting out their
+/// backoff, or held until their `queued` record is written): they count towards the
+/// depth and the capacity, but [`pop`](Self::pop) never hands them out before their due
+/// time. A due retry joins the tail of the line.
 #[derive(Debug)]
 pub struct FunctionQueue {
     name: FunctionName,
@@ -110,10 +114,98 @@ pub struct FunctionQueue {
     slot_released: tokio::sync::Notify,
 }
 
+/// Due time of a retry held until [`FunctionQueue::schedule_retry`] names its real one.
+const HELD: Timestamp = Timestamp::from_millis(u64::MAX);
+
+/// What the lock protects. An execution is queued at most once; `members` says which
+/// entry is its live one, so taking one out of the middle ([`FunctionQueue::remove`]) is
+/// O(1): its entry stays behind, stale, and is skipped (and dropped) when reached.
 #[derive(Debug, Default)]
 struct Entries {
-    fifo: VecDeque<QueuedExecution>,
+    fifo: VecDeque<Entry>,
+    /// Retries not due yet, by due time, then arrival.
+    later: BTreeMap<(Timestamp, u64), QueuedExecution>,
+    /// The queued executions and the sequence number of each one's live entry.
+    members: HashMap<ExecutionId, Member, foldhash::fast::RandomState>,
+    next_seq: u64,
     closed: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    execution: QueuedExecution,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    seq: u64,
+    /// `Some` while the entry waits in `later`, with its due time.
+    due: Option<Timestamp>,
+}
+
+impl Entries {
+    fn is_live(&self, id: &ExecutionId, seq: u64) -> bool {
+        self.members.get(id).is_some_and(|m| m.seq == seq)
+    }
+
+    fn admit(&mut self, function: &FunctionName, capacity: usize) -> Result<u64, PushError> {
+        if self.closed {
+            return Err(PushError::Closed {
+                function: function.clone(),
+            });
+        }
+        if self.members.len() >= capacity {
+            return Err(PushError::Full {
+                function: function.clone(),
+                capacity,
+            });
+        }
+        self.next_seq += 1;
+        Ok(self.next_seq)
+    }
+
+    /// Moves the retries due at `now` to the tail of the line, earliest first. One
+    /// due further ahead than `longest_wait` was timed by a wall clock that has since
+    /// stepped back: it is due too, rather than delayed by the step.
+    fn promote_due(&mut self, now: Timestamp, longest_wait: DurationMs) {
+        while let Some(entry) = self.later.first_entry()
+            && entry.key().0 <= now
+        {
+            let ((_, seq), execution) = entry.remove_entry();
+            self.promote(seq, execution);
+        }
+        let beyond = (now.plus(longest_wait).plus(DurationMs(1)), 0)..(HELD, 0);
+        if self.later.range(beyond.clone()).next().is_some() {
+            let stepped_back: Vec<_> = self.later.range(beyond).map(|(key, _)| *key).collect();
+            for key in stepped_back {
+                let execution = self.later.remove(&key).expect("listed");
+                self.promote(key.1, execution);
+            }
+        }
+    }
+
+    fn promote(&mut self, seq: u64, execution: QueuedExecution) {
+        if let Some(member) = self.members.get_mut(&execution.id)
+            && member.seq == seq
+        {
+            member.due = None;
+            self.fifo.push_back(Entry { seq, execution });
+        }
+    }
+
+    /// Drops stale entries once they outnumber the live ones, so a queue whose
+    /// executions keep ending while queued (sync timeouts, callbacks) stays small.
+    fn compact_if_stale(&mut self) {
+        let held = self.fifo.len() + self.later.len();
+        if held > 64 && held > 2 * self.members.len() {
+            let members = &self.members;
+            self.fifo
+                .retain(|e| members.get(&e.execution.id).is_some_and(|m| m.seq == e.seq));
+            self.later
+                .retain(|(_, seq), e| members.get(&e.id).is_some_and(|m| m.seq == *seq));
+        }
+    }
 }
 
 impl FunctionQueue {
@@ -151,11 +243,15 @@ impl FunctionQueue {
     }
 
     fn entries(&self) -> MutexGuard<'_, Entries> {
-        // Nothing panics while holding the lock; if something did, the deque is still
-        // consistent (every operation on it is a single call).
+        // Nothing panics while holding the lock; if something did, the entries are
+        // still consistent (every operation leaves them so before it can fail).
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish_depth(&self, entries: &Entries) {
+        self.depth.store(entries.members.len(), Ordering::Relaxed);
     }
 
     /// Adds an execution at the tail and announces the queue.
@@ -173,58 +269,168 @@ impl FunctionQueue {
     pub fn push_unannounced(&self, execution: QueuedExecution) -> Result<(), PushError> {
         {
             let mut entries = self.entries();
-            if entries.closed {
-                return Err(PushError::Closed {
-                    function: self.name.clone(),
-                });
-            }
-            let capacity = self.capacity.load(Ordering::Relaxed);
-            if entries.fifo.len() >= capacity {
-                return Err(PushError::Full {
-                    function: self.name.clone(),
-                    capacity,
-                });
-            }
-            entries.fifo.push_back(execution);
-            self.depth.store(entries.fifo.len(), Ordering::Relaxed);
+            let seq = entries.admit(&self.name, self.capacity.load(Ordering::Relaxed))?;
+            entries
+                .members
+                .insert(execution.id.clone(), Member { seq, due: None });
+            entries.fifo.push_back(Entry { seq, execution });
+            self.publish_depth(&entries);
         }
         std::sync::atomic::fence(Ordering::SeqCst);
         Ok(())
     }
 
-    /// Takes the execution at the head.
-    pub fn pop(&self) -> Option<QueuedExecution> {
+    /// Takes a place for a retry without making it eligible yet: it counts towards the
+    /// depth and the capacity, [`remove`](Self::remove) and [`close`](Self::close) see
+    /// it, but [`pop`](Self::pop) does not hand it out until
+    /// [`schedule_retry`](Self::schedule_retry) names its due time. The caller writes
+    /// the retry's record in between, so no attempt of it can start before that write.
+    pub fn hold_retry(&self, execution: QueuedExecution) -> Result<(), PushError> {
         let mut entries = self.entries();
-        let head = entries.fifo.pop_front();
-        self.depth.store(entries.fifo.len(), Ordering::Relaxed);
-        head
+        let seq = entries.admit(&self.name, self.capacity.load(Ordering::Relaxed))?;
+        entries.members.insert(
+            execution.id.clone(),
+            Member {
+                seq,
+                due: Some(HELD),
+            },
+        );
+        entries.later.insert((HELD, seq), execution);
+        self.publish_depth(&entries);
+        Ok(())
     }
 
-    /// Takes a specific execution out of the queue; `false` if it is not queued.
-    pub fn remove(&self, id: &ExecutionId) -> bool {
-        let mut entries = self.entries();
-        let Some(position) = entries.fifo.iter().position(|e| &e.id == id) else {
-            return false;
+    /// Makes a held retry eligible at `due`: at once (at the tail, announced) when
+    /// `due <= now`, else once [`pop`](Self::pop) is asked at or after `due`. `false`
+    /// when `id` is no longer held (it ended in the meantime).
+    pub fn schedule_retry(&self, id: &ExecutionId, due: Timestamp, now: Timestamp) -> bool {
+        let due_now = {
+            let mut entries = self.entries();
+            let Some(member) = entries.members.get(id).copied() else {
+                return false;
+            };
+            if member.due != Some(HELD) {
+                return false;
+            }
+            let execution = entries
+                .later
+                .remove(&(HELD, member.seq))
+                .expect("a held member has its entry");
+            let seq = member.seq;
+            if due <= now {
+                entries
+                    .members
+                    .insert(id.clone(), Member { seq, due: None });
+                entries.fifo.push_back(Entry { seq, execution });
+                true
+            } else {
+                entries.members.insert(
+                    id.clone(),
+                    Member {
+                        seq,
+                        due: Some(due),
+                    },
+                );
+                entries.later.insert((due, seq), execution);
+                false
+            }
         };
-        entries.fifo.remove(position);
-        self.depth.store(entries.fifo.len(), Ordering::Relaxed);
+        if due_now {
+            self.announce();
+        }
         true
     }
 
-    /// Refuses every later push and hands back what was queued, in order.
+    /// When the earliest retry that is waiting for its due time becomes due, if any.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        let entries = self.entries();
+        entries
+            .later
+            .keys()
+            .map(|(due, _)| *due)
+            .find(|due| *due != HELD)
+    }
+
+    /// Takes the execution at the head together with a concurrency slot for it, after
+    /// moving the retries due at `now` to the tail; `None` when no slot is free or
+    /// nothing is due. Both are decided under the queue's lock, so a slot is only taken
+    /// for work that gets it (a slot taken and given back unused would wake everyone
+    /// waiting for a release for nothing). `longest_wait` is the longest a retry waits:
+    /// one due later than that was timed before the wall clock stepped back, and is
+    /// taken as due.
+    pub fn take(
+        self: &Arc<Self>,
+        now: Timestamp,
+        longest_wait: DurationMs,
+    ) -> Option<(Slot, QueuedExecution)> {
+        let mut entries = self.entries();
+        if !entries.later.is_empty() {
+            entries.promote_due(now, longest_wait);
+        }
+        while let Some(head) = entries.fifo.front() {
+            if entries.is_live(&head.execution.id, head.seq) {
+                break;
+            }
+            entries.fifo.pop_front();
+        }
+        entries.fifo.front()?;
+        let slot = self.try_acquire_slot()?;
+        let Entry { execution, .. } = entries.fifo.pop_front().expect("the head is live");
+        entries.members.remove(&execution.id);
+        self.publish_depth(&entries);
+        Some((slot, execution))
+    }
+
+    /// Takes a specific execution out of the queue (waiting in line or for its due
+    /// time); `false` if it is not queued.
+    pub fn remove(&self, id: &ExecutionId) -> bool {
+        let mut entries = self.entries();
+        if entries.members.remove(id).is_none() {
+            return false;
+        }
+        entries.compact_if_stale();
+        self.publish_depth(&entries);
+        true
+    }
+
+    /// Refuses every later push and hands back what was queued: the line in order,
+    /// then the retries not yet due, earliest first.
     pub fn close(&self) -> Vec<QueuedExecution> {
         let mut entries = self.entries();
         entries.closed = true;
+        let Entries {
+            fifo,
+            later,
+            members,
+            ..
+        } = &mut *entries;
+        let line = fifo.drain(..).map(|e| (e.seq, e.execution));
+        let waiting = std::mem::take(later)
+            .into_iter()
+            .map(|((_, seq), execution)| (seq, execution));
+        let queued = line
+            .chain(waiting)
+            .filter(|(seq, e)| members.get(&e.id).is_some_and(|m| m.seq == *seq))
+            .map(|(_, e)| e)
+            .collect();
+        members.clear();
         self.depth.store(0, Ordering::Relaxed);
-        entries.fifo.drain(..).collect()
+        queued
     }
 
-    /// The queued executions' ids, head first (for inspection; takes the lock).
+    /// The queued executions' ids: the line head first, then the retries not yet due
+    /// (for inspection; takes the lock and copies every id).
     pub fn queued_ids(&self) -> Vec<ExecutionId> {
-        self.entries().fifo.iter().map(|e| e.id.clone()).collect()
+        let entries = self.entries();
+        let line = entries.fifo.iter().map(|e| (e.seq, &e.execution));
+        let waiting = entries.later.iter().map(|((_, seq), e)| (*seq, e));
+        line.chain(waiting)
+            .filter(|(seq, e)| entries.is_live(&e.id, *seq))
+            .map(|(_, e)| e.id.clone())
+            .collect()
     }
 
-    /// How many executions are queued.
+    /// How many executions are queued (in line or waiting for their due time).
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
     }
@@ -275,6 +481,12 @@ impl FunctionQueue {
     /// attempt goes unannounced.
     pub fn clear_announcement(&self) {
         self.announced.store(false, Ordering::Release);
+        // The store above and the caller's next read of the slot count form the
+        // store-buffer pattern with a slot's release (which decrements the count, then
+        // reads `announced`): without a SeqCst fence on each side both can miss the
+        // other, leaving queued work beside a free slot with nobody told. `Slot::drop`
+        // has the other fence.
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     /// Puts the function's name in the readiness channel unless it is there already.
@@ -304,7 +516,8 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.queue.in_flight.fetch_sub(1, Ordering::AcqRel);
-        // Pairs with the fence of `push_unannounced`: see its documentation.
+        // Pairs with the fences of `push_unannounced` and `clear_announcement`: see
+        // their comments.
         std::sync::atomic::fence(Ordering::SeqCst);
         self.queue.slot_released.notify_waiters();
         if self.queue.depth() > 0 {
@@ -316,6 +529,21 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LONGEST: DurationMs = DurationMs(10_000);
+
+    fn t(ms: u64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    /// The head, if due, without keeping its slot.
+    fn pop(q: &Arc<FunctionQueue>, now: Timestamp) -> Option<QueuedExecution> {
+        q.take(now, LONGEST).map(|(_slot, execution)| execution)
+    }
+
+    fn ids(q: &FunctionQueue) -> Vec<String> {
+        q.queued_ids().iter().map(ToString::to_string).collect()
+    }
 
     fn queued(id: &str) -> QueuedExecution {
         QueuedExecution {
@@ -345,9 +573,9 @@ mod tests {
         }
         assert!(q.remove(&ExecutionId::new("b")));
         assert!(!q.remove(&ExecutionId::new("b")));
-        assert_eq!(q.pop().unwrap().id.as_str(), "a");
-        assert_eq!(q.pop().unwrap().id.as_str(), "c");
-        assert_eq!(q.pop(), None);
+        assert_eq!(pop(&q, t(0)).unwrap().id.as_str(), "a");
+        assert_eq!(pop(&q, t(0)).unwrap().id.as_str(), "c");
+        assert_eq!(pop(&q, t(0)), None);
         assert_eq!(q.depth(), 0);
     }
 
@@ -400,13 +628,27 @@ mod tests {
         assert_eq!(ready.try_next().unwrap().as_str(), "f");
         assert!(ready.try_next().is_none(), "announced once");
         q.clear_announcement();
-        let slot = q.try_acquire_slot().unwrap();
-        q.pop();
+        let (slot, _) = q.take(t(0), LONGEST).unwrap();
         drop(slot);
         assert_eq!(
             ready.try_next().unwrap().as_str(),
             "f",
             "a freed slot with work waiting announces"
+        );
+    }
+
+    #[test]
+    fn no_slot_is_taken_for_work_that_is_not_due() {
+        let (q, _) = queue(5, 1);
+        q.hold_retry(queued("r")).unwrap();
+        let released = q.slot_released();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        assert!(q.take(t(0), LONGEST).is_none());
+        assert_eq!(q.in_flight(), 0);
+        assert!(
+            futures::FutureExt::now_or_never(released).is_none(),
+            "nobody was woken by a slot taken and given back"
         );
     }
 
@@ -431,6 +673,173 @@ mod tests {
             "the release woke the waiter"
         );
         assert!(q.try_acquire_slot().is_some());
+    }
+
+    #[test]
+    fn a_held_retry_takes_its_place_but_waits_for_its_due_time() {
+        let (q, _) = queue(3, 1);
+        q.push(queued("a")).unwrap();
+        q.hold_retry(queued("r")).unwrap();
+        assert_eq!(q.depth(), 2, "a held retry counts");
+        assert_eq!(pop(&q, t(1_000)).unwrap().id.as_str(), "a");
+        assert_eq!(pop(&q, t(1_000)), None, "held: not handed out at any time");
+        assert!(q.schedule_retry(&ExecutionId::new("r"), t(50), t(10)));
+        assert_eq!(q.next_due(), Some(t(50)));
+        q.push(queued("b")).unwrap();
+        assert_eq!(
+            pop(&q, t(49)).unwrap().id.as_str(),
+            "b",
+            "not due yet: b goes first"
+        );
+        assert_eq!(pop(&q, t(49)), None);
+        assert_eq!(pop(&q, t(50)).unwrap().id.as_str(), "r");
+        assert_eq!(q.depth(), 0);
+        assert!(
+            !q.schedule_retry(&ExecutionId::new("r"), t(0), t(0)),
+            "no longer held"
+        );
+    }
+
+    #[test]
+    fn a_retry_timed_before_the_clock_stepped_back_is_not_held_back_by_the_step() {
+        let (q, _) = queue(5, 1);
+        q.hold_retry(queued("r")).unwrap();
+        let hour = 3_600_000;
+        q.schedule_retry(&ExecutionId::new("r"), t(2 * hour + 500), t(2 * hour));
+        assert_eq!(pop(&q, t(2 * hour + 499)), None, "not due yet");
+        // The clock steps back an hour: by it the retry is due in an hour and a bit,
+        // longer than any retry waits.
+        let popped = pop(&q, t(hour + 100)).expect("due");
+        assert_eq!(popped.id.as_str(), "r");
+    }
+
+    #[test]
+    fn a_due_retry_joins_the_tail_of_the_line() {
+        let (q, mut ready) = queue(5, 1);
+        q.hold_retry(queued("r")).unwrap();
+        assert!(ready.try_next().is_none(), "holding announces nothing");
+        q.push(queued("a")).unwrap();
+        assert!(ready.try_next().is_some());
+        q.clear_announcement();
+        assert!(q.schedule_retry(&ExecutionId::new("r"), t(5), t(5)));
+        assert!(ready.try_next().is_some(), "due at once: announced");
+        q.push(queued("b")).unwrap();
+        assert_eq!(ids(&q), ["a", "r", "b"]);
+    }
+
+    #[test]
+    fn a_full_or_closed_queue_has_no_room_for_a_retry() {
+        let (q, _) = queue(1, 1);
+        q.push(queued("a")).unwrap();
+        assert!(matches!(
+            q.hold_retry(queued("r")),
+            Err(PushError::Full { .. })
+        ));
+        q.close();
+        assert!(matches!(
+            q.hold_retry(queued("r")),
+            Err(PushError::Closed { .. })
+        ));
+    }
+
+    #[test]
+    fn removing_takes_waiting_retries_too_and_closing_hands_back_everything() {
+        let (q, _) = queue(10, 1);
+        for id in ["a", "b"] {
+            q.push(queued(id)).unwrap();
+        }
+        for (id, due) in [("late", 90), ("early", 20), ("gone", 30)] {
+            q.hold_retry(queued(id)).unwrap();
+            q.schedule_retry(&ExecutionId::new(id), t(due), t(0));
+        }
+        q.hold_retry(queued("held")).unwrap();
+        assert!(q.remove(&ExecutionId::new("gone")));
+        assert!(!q.remove(&ExecutionId::new("gone")));
+        assert_eq!(q.depth(), 5);
+        // Held retries have no due time yet: they come last.
+        assert_eq!(ids(&q), ["a", "b", "early", "late", "held"]);
+        let closed: Vec<_> = q.close().into_iter().map(|e| e.id.to_string()).collect();
+        assert_eq!(closed, ["a", "b", "early", "late", "held"]);
+        assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn executions_ending_while_queued_cost_no_scan_and_leave_nothing_behind() {
+        let (q, _) = queue(100_000, 1);
+        for n in 0..50_000 {
+            q.push(queued(&format!("e{n}"))).unwrap();
+        }
+        // Every one ends while queued (a storm of sync timeouts), newest first: with a
+        // scan per removal this is quadratic.
+        for n in (0..50_000).rev() {
+            assert!(q.remove(&ExecutionId::new(format!("e{n}"))));
+        }
+        assert_eq!(q.depth(), 0);
+        assert_eq!(pop(&q, t(0)), None);
+        let held = q.entries().fifo.len();
+        assert!(held <= 64, "stale entries are dropped, {held} left");
+    }
+
+    #[test]
+    fn an_execution_popped_before_its_removal_is_not_removed() {
+        let (q, _) = queue(5, 1);
+        q.push(queued("a")).unwrap();
+        q.push(queued("b")).unwrap();
+        assert_eq!(pop(&q, t(0)).unwrap().id.as_str(), "a");
+        assert!(!q.remove(&ExecutionId::new("a")), "already taken");
+        assert_eq!(q.depth(), 1);
+        assert_eq!(pop(&q, t(0)).unwrap().id.as_str(), "b");
+    }
+
+    /// The store-buffer pattern between the background loop (clears the announcement,
+    /// then looks for a free slot) and a slot's release (frees it, then announces if
+    /// work waits): each side writes one location and reads the other. Without a SeqCst
+    /// fence on both sides both reads may miss the other's write, even on x86, whose
+    /// store buffer lets a load pass an earlier store. Then the loop finds no slot and
+    /// the release tells nobody: queued work sits beside a free slot.
+    #[test]
+    fn a_released_slot_and_a_looking_loop_never_miss_each_other() {
+        const ROUNDS: usize = 2_000_000;
+        let (q, mut ready) = queue(10, 1);
+        q.push(queued("waiting")).unwrap();
+        // Each round the releaser drops a slot while the looker clears the
+        // announcement and looks for a slot; both spin on `go` so they start within
+        // nanoseconds of each other.
+        let go = AtomicUsize::new(0);
+        let looked_in = AtomicUsize::new(0);
+        let found = AtomicBool::new(false);
+        let mut lost = 0;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for round in 1..=ROUNDS {
+                    while go.load(Ordering::Acquire) != round {
+                        std::hint::spin_loop();
+                    }
+                    q.clear_announcement();
+                    let slot = q.try_acquire_slot();
+                    found.store(slot.is_some(), Ordering::Relaxed);
+                    // Released before reporting, so the next round starts with it free.
+                    drop(slot);
+                    looked_in.store(round, Ordering::Release);
+                }
+            });
+            for round in 1..=ROUNDS {
+                // The slot taken, the queue announced and being looked at.
+                while ready.try_next().is_some() {}
+                let slot = q.try_acquire_slot().expect("free");
+                while ready.try_next().is_some() {}
+                q.announced.store(true, Ordering::SeqCst);
+                go.store(round, Ordering::Release);
+                drop(slot);
+                while looked_in.load(Ordering::Acquire) != round {
+                    std::hint::spin_loop();
+                }
+                if !found.load(Ordering::Relaxed) && ready.try_next().is_none() {
+                    lost += 1;
+                }
+            }
+        });
+        assert_eq!(lost, 0, "{lost} of {ROUNDS} releases went unseen");
     }
 
     #[tokio::test]

@@ -39,6 +39,10 @@ pub enum CompletionSource {
     Callback,
     /// The sync caller's wait ran out.
     SyncTimeout,
+    /// An admitted sync invocation stayed queued too long (the sync queue's maximum
+    /// wait). Applies only to a still-queued execution: one already dispatched keeps
+    /// its attempt.
+    QueueTimeout,
     /// The function was removed.
     FunctionRemoved,
     /// The control plane is shutting down.
@@ -59,6 +63,7 @@ impl CompletionSource {
             Self::DispatchPanic => "dispatch_panic",
             Self::Callback => "callback",
             Self::SyncTimeout => "sync_timeout",
+            Self::QueueTimeout => "queue_timeout",
             Self::FunctionRemoved => "function_removed",
             Self::Shutdown => "shutdown",
         }
@@ -76,6 +81,8 @@ impl fmt::Display for CompletionSource {
 pub enum IgnoredBecause {
     /// The execution had already reached a terminal state (or was reaching it).
     AlreadyFinished,
+    /// A queue timeout for an execution no longer queued (dispatched meanwhile).
+    NotQueued,
     /// It named an attempt other than the current one.
     StaleAttempt {
         /// The attempt the completion named.
@@ -89,6 +96,7 @@ impl fmt::Display for IgnoredBecause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::AlreadyFinished => f.write_str("already finished"),
+            Self::NotQueued => f.write_str("no longer queued"),
             Self::StaleAttempt { reported, current } => {
                 write!(f, "attempt {reported} is stale (current {current})")
             }

@@ -36,6 +36,8 @@ pub enum SchedulerEvent<'a> {
         next_attempt: u32,
         /// Why the previous attempt failed.
         error: &'a ErrorInfo,
+        /// How long the retry waits before it may be dispatched.
+        backoff: DurationMs,
     },
     /// An execution reached its terminal state.
     Finished {

@@ -43,6 +43,7 @@
 //! # });
 //! ```
 
+mod backoff;
 mod completion;
 mod events;
 mod ids;
@@ -50,11 +51,12 @@ mod scheduler;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use backoff::RetryBackoff;
 pub use completion::{Completion, CompletionOutcome, CompletionSource, IgnoredBecause};
 pub use events::{NoObserver, Observer, SchedulerEvent};
 pub use ids::UuidV7Ids;
 pub use scheduler::{
-    CompleteError, MemoryLimits, QueueSnapshot, RegisterError, RemoveError, ReplicasError,
-    Scheduler, SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions, Submitted, TickError,
-    WaitError,
+    CompleteError, MemoryLimits, QueueLoad, QueueSnapshot, RegisterError, RemoveError,
+    ReplicasError, Scheduler, SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions,
+    Submitted, TickError, WaitError, Waiter,
 };

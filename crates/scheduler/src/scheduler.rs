@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use core_types::{
@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use crate::{
     Completion, CompletionOutcome, CompletionSource, IgnoredBecause, NoObserver, Observer,
-    SchedulerEvent, UuidV7Ids,
+    RetryBackoff, SchedulerEvent, UuidV7Ids,
 };
 
 mod attempt;
@@ -41,6 +41,8 @@ mod errors;
 mod functions;
 mod submit;
 mod waiting;
+
+pub use waiting::Waiter;
 
 pub use errors::{
     CompleteError, RegisterError, RemoveError, ReplicasError, SubmitError, TickError, WaitError,
@@ -91,7 +93,10 @@ impl SchedulerParts {
                 limits.execution_ttl,
                 limits.execution_memory_budget,
             )),
-            idempotency: Arc::new(MemoryIdempotencyStore::new(limits.idempotency_ttl)),
+            idempotency: Arc::new(MemoryIdempotencyStore::with_budget(
+                limits.idempotency_ttl,
+                limits.idempotency_memory_budget,
+            )),
             registry: Arc::new(MemoryFunctionRegistry::new()),
             observer: Arc::new(NoObserver),
             deployments: None,
@@ -109,6 +114,9 @@ pub struct MemoryLimits {
     /// Estimated bytes finished records may keep; past it the oldest are evicted
     /// before their TTL.
     pub execution_memory_budget: usize,
+    /// Estimated bytes remembered idempotency keys may keep; past it the oldest are
+    /// forgotten before their TTL.
+    pub idempotency_memory_budget: usize,
 }
 
 impl Default for MemoryLimits {
@@ -119,6 +127,7 @@ impl Default for MemoryLimits {
             execution_ttl: five_minutes,
             idempotency_ttl: five_minutes,
             execution_memory_budget: usize::MAX,
+            idempotency_memory_budget: usize::MAX,
         }
     }
 }
@@ -136,6 +145,11 @@ pub struct SchedulerConfig {
     /// off when something else drives every dispatch step by step (a test that scripts
     /// the order of dispatches with `tick_once`).
     pub waiters_drive_when_manual: bool,
+    /// How long a failed attempt's retry waits before it may be dispatched.
+    pub retry_backoff: RetryBackoff,
+    /// Bytes the inputs (and metadata) of unfinished executions may hold in all;
+    /// past it submissions are refused ([`SubmitError::InputsFull`]).
+    pub queued_input_budget: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -144,6 +158,8 @@ impl Default for SchedulerConfig {
             callback_base_url: None,
             sweep_interval: Duration::from_secs(1),
             waiters_drive_when_manual: true,
+            retry_backoff: RetryBackoff::default(),
+            queued_input_budget: usize::MAX,
         }
     }
 }
@@ -155,15 +171,23 @@ pub struct SubmitOptions {
     pub idempotency_key: Option<IdempotencyKey>,
     /// The client's `X-Trace-Id`; one is generated if absent.
     pub trace_id: Option<TraceId>,
+    /// Subscribe to the execution's final record ([`Submitted::waiter`]), for a caller
+    /// that will wait for it.
+    pub wait: bool,
 }
 
 /// An accepted submission.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Submitted {
     /// The execution (new, or the one an idempotency key already named).
     pub execution_id: ExecutionId,
     /// `true` when the idempotency key named an existing execution.
     pub replayed: bool,
+    /// For a replay, the execution's record when the replay was accepted (`None` only
+    /// if it ended and was evicted at that very moment; `waiter` then has it).
+    pub record: Option<ExecutionRecord>,
+    /// With [`SubmitOptions::wait`], the subscription to the final record.
+    pub waiter: Option<Waiter>,
 }
 
 /// A function's queue as seen from outside.
@@ -177,6 +201,15 @@ pub struct QueueSnapshot {
     pub concurrency: usize,
     /// The queue size.
     pub capacity: usize,
+}
+
+/// A function's queue by its counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLoad {
+    /// Executions queued (in line or waiting for a retry's due time).
+    pub depth: usize,
+    /// Taken concurrency slots.
+    pub in_flight: usize,
 }
 
 /// A registered function's hot-path handles.
@@ -199,9 +232,13 @@ struct Live {
     trace_id: TraceId,
     idempotency_key: Option<IdempotencyKey>,
     waiters: Vec<oneshot::Sender<ExecutionRecord>>,
+    /// Its input's share of the queued-input budget, given back when it ends.
+    _input: submit::InputCharge,
 }
 
 enum Phase {
+    /// In its function's queue: in line, waiting out a retry's backoff, or (a retry
+    /// whose `queued` write is in progress) held there.
     Queued,
     Running(RunningAttempt),
     /// A completion won; its record write is in progress. Later completions are
@@ -221,7 +258,7 @@ enum Decision {
     Unknown,
     Ignore(IgnoredBecause),
     Retry {
-        function: FunctionName,
+        function: Arc<FunctionRuntime>,
         version: u64,
         next_attempt: u32,
         error: ErrorInfo,
@@ -248,6 +285,10 @@ struct Inner {
     tasks: TaskTracker,
     stopping: CancellationToken,
     ignored_completions: AtomicU64,
+    /// When retries waiting out their backoff come due (background mode only).
+    retry_timer: background::RetryTimer,
+    /// Bytes of input held by unfinished executions (see `InputCharge`).
+    queued_input_bytes: Arc<AtomicUsize>,
 }
 
 /// The scheduler. Cheap to clone; clones share everything.
@@ -285,6 +326,8 @@ impl Scheduler {
                 tasks: TaskTracker::new(),
                 stopping: CancellationToken::new(),
                 ignored_completions: AtomicU64::new(0),
+                retry_timer: background::RetryTimer::default(),
+                queued_input_bytes: Arc::default(),
             }),
         }
     }
@@ -297,6 +340,17 @@ impl Scheduler {
     /// What the execution store holds (records, finished bytes, budget evictions).
     pub fn store_stats(&self) -> store::StoreStats {
         self.inner.parts.executions.stats()
+    }
+
+    /// What the idempotency store holds (keys, bytes, budget evictions).
+    pub fn idempotency_stats(&self) -> store::ClaimStats {
+        self.inner.parts.idempotency.stats()
+    }
+
+    /// Bytes of input the unfinished executions hold (see
+    /// [`SchedulerConfig::queued_input_budget`]).
+    pub fn queued_input_bytes(&self) -> usize {
+        self.inner.queued_input_bytes.load(Ordering::Acquire)
     }
 
     /// How many completions lost to an earlier one (or named an older attempt).

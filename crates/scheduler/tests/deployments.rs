@@ -4,6 +4,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+
 use core_types::{
     DeploymentProvider, DeprovisionError, Dispatch, DispatchOutcome, DispatchRequest,
     DispatchSuccess, ExecutionMode, FunctionName, FunctionSpec, ProvisionError, SetReplicasError,
@@ -20,11 +22,39 @@ impl Dispatch for Echo {
     }
 }
 
-/// A provider that records what it is asked and can be told to fail provisioning.
+/// A provider that records what it is asked and can be told to fail provisioning, or
+/// to hold provisioning and deprovisioning until the test lets them finish.
 #[derive(Default)]
 struct RecordingProvider {
     calls: Mutex<Vec<String>>,
     refuse_provisioning: bool,
+    hold: Option<Arc<Hold>>,
+}
+
+/// Holds the provider's work: `started` fires when it is held, `release` lets it go on.
+#[derive(Default)]
+struct Hold {
+    started: Notify,
+    release: Notify,
+}
+
+impl RecordingProvider {
+    fn holding() -> (Arc<Self>, Arc<Hold>) {
+        let hold = Arc::new(Hold::default());
+        let provider = Self {
+            hold: Some(Arc::clone(&hold)),
+            ..Self::default()
+        };
+        (Arc::new(provider), hold)
+    }
+
+    async fn held(&self, done: String) {
+        if let Some(hold) = &self.hold {
+            hold.started.notify_one();
+            hold.release.notified().await;
+            self.record(done);
+        }
+    }
 }
 
 impl RecordingProvider {
@@ -45,6 +75,7 @@ impl DeploymentProvider for RecordingProvider {
 
     async fn provision(&self, spec: &FunctionSpec) -> Result<String, ProvisionError> {
         self.record(format!("provision {}", spec.name));
+        self.held(format!("provisioned {}", spec.name)).await;
         if self.refuse_provisioning {
             return Err(ProvisionError::Failed {
                 provider: "recording".into(),
@@ -57,6 +88,7 @@ impl DeploymentProvider for RecordingProvider {
 
     async fn deprovision(&self, function: &FunctionName) -> Result<(), DeprovisionError> {
         self.record(format!("deprovision {function}"));
+        self.held(format!("deprovisioned {function}")).await;
         Ok(())
     }
 
@@ -198,4 +230,64 @@ async fn replicas_of_unknown_or_non_deployment_functions_are_refused() {
         Err(ReplicasError::NotDeployment { .. })
     ));
     assert!(provider.calls().is_empty());
+}
+
+/// Yields until `done` holds, at most a bounded number of times.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..10_000 {
+        if done().await {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test]
+async fn a_registration_whose_caller_goes_away_while_provisioning_still_completes() {
+    let (provider, hold) = RecordingProvider::holding();
+    let scheduler = scheduler(Some(Arc::clone(&provider)));
+    let registering = scheduler.register_function(deployment(json!({})));
+    // The client disconnects once provisioning has begun: its future is dropped.
+    tokio::select! {
+        _ = registering => panic!("provisioning is held"),
+        () = hold.started.notified() => {}
+    }
+    hold.release.notify_one();
+    until("the registration to finish", async || {
+        scheduler.function("resize").await.is_some()
+    })
+    .await;
+    assert_eq!(
+        provider.calls(),
+        ["provision resize", "provisioned resize"],
+        "provisioned once, and registered: nothing leaked"
+    );
+    assert!(scheduler.queue_snapshot("resize").is_some());
+}
+
+#[tokio::test]
+async fn a_removal_whose_caller_goes_away_still_removes_the_deployment() {
+    let (provider, hold) = RecordingProvider::holding();
+    let scheduler = scheduler(Some(Arc::clone(&provider)));
+    let registering = scheduler.register_function(deployment(json!({})));
+    let release = async {
+        hold.started.notified().await;
+        hold.release.notify_one();
+    };
+    let (registered, ()) = tokio::join!(registering, release);
+    registered.unwrap();
+
+    let function = name();
+    let removing = scheduler.remove_function(&function);
+    tokio::select! {
+        _ = removing => panic!("deprovisioning is held"),
+        () = hold.started.notified() => {}
+    }
+    hold.release.notify_one();
+    until("the deployment to be removed", async || {
+        provider.calls().last().map(String::as_str) == Some("deprovisioned resize")
+    })
+    .await;
+    assert!(scheduler.function("resize").await.is_none());
 }

@@ -8,7 +8,9 @@ mod support;
 use std::time::Duration;
 
 use core_types::{DispatchSuccess, ErrorCode, ErrorInfo, ExecutionState, Payload};
-use scheduler::{Completion, CompletionOutcome, CompletionSource, IgnoredBecause, SubmitError};
+use scheduler::{
+    Completion, CompletionOutcome, CompletionSource, IgnoredBecause, RetryBackoff, SubmitError,
+};
 use serde_json::json;
 use support::{Case, Step, gate, spec};
 
@@ -75,17 +77,40 @@ async fn case_max_retries_3_against_a_failing_endpoint_retries_with_the_same_id(
     case.checkpoint("01_first_drain_queued_again_as_attempt_2")
         .await;
 
-    case.advance_clock(10);
+    case.advance_past_backoff(2);
     assert!(case.drain_once(&f).await);
     case.checkpoint("02_second_drain_queued_again_as_attempt_3")
         .await;
 
-    case.advance_clock(10);
+    case.advance_past_backoff(3);
     assert!(case.drain_once(&f).await);
     let record = case.scheduler.execution(&id).await.unwrap();
     assert_eq!((record.state, record.attempt), (ExecutionState::Error, 3));
     case.checkpoint("03_third_drain_ended_in_error").await;
     assert!(!case.drain_once(&f).await, "nothing is left to dispatch");
+}
+
+#[tokio::test(start_paused = true)]
+async fn case_a_retry_is_not_dispatched_before_its_backoff_is_over() {
+    let mut case = Case::new("retry_waits_out_its_backoff");
+    let f = case.function(spec("f", json!({"maxRetries": 2}))).await;
+    case.script(&f, [Step::Http500, Step::Echo]);
+    let id = case.submit(&f, json!("again"), None).await.unwrap();
+    assert!(case.drain_once(&f).await);
+    assert!(
+        !case.drain_once(&f).await,
+        "the retry waits out its backoff: nothing is due"
+    );
+    case.checkpoint("01_retry_queued_not_yet_due").await;
+
+    let wait = RetryBackoff::default().delay(&id, 2).0;
+    case.advance_clock(wait - 1);
+    assert!(!case.drain_once(&f).await, "1 ms early");
+    case.advance_clock(1);
+    assert!(case.drain_once(&f).await);
+    let record = case.scheduler.execution(&id).await.unwrap();
+    assert_eq!((record.state, record.attempt), (ExecutionState::Success, 2));
+    case.checkpoint("02_due_then_drained").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -140,6 +165,7 @@ async fn case_an_idempotent_reenqueue_during_a_pending_retry_returns_the_same_id
     case.checkpoint("02_replay_returned_the_same_execution")
         .await;
 
+    case.advance_past_backoff(2);
     assert!(case.drain_once(&f).await);
     case.checkpoint("03_retry_succeeded_without_the_idempotency_key")
         .await;
@@ -157,7 +183,7 @@ async fn case_concurrent_duplicates_with_one_key_share_one_execution() {
             };
             let options = scheduler::SubmitOptions {
                 idempotency_key: Some(core_types::IdempotencyKey::new("same")),
-                trace_id: None,
+                ..Default::default()
             };
             case.scheduler.submit(&f, request, options)
         })
@@ -353,6 +379,7 @@ async fn case_a_callback_for_an_older_attempt_is_ignored() {
     case.script(&f, [Step::Http500, waits]);
     let id = case.submit(&f, json!(1), None).await.unwrap();
     assert!(case.drain_once(&f).await);
+    case.advance_past_backoff(2);
     let attempt_2 = case
         .scheduler
         .tick_once(&f)
@@ -398,7 +425,9 @@ async fn case_a_sync_waiter_sees_the_final_result_after_retries() {
     );
     let id = case.submit(&f, json!(1), None).await.unwrap();
     let drains = async {
-        for _ in 0..3 {
+        assert!(case.drain_once(&f).await);
+        for next_attempt in [2, 3] {
+            case.advance_past_backoff(next_attempt);
             assert!(case.drain_once(&f).await);
         }
     };
@@ -640,7 +669,12 @@ async fn case_in_manual_mode_a_sync_waiter_waits_for_a_busy_slot_and_retries_its
         assert!(running.release(Ok(DispatchSuccess::warm(Payload::string("first")))));
         drain.await.unwrap();
     };
-    let (record, ()) = tokio::join!(waiting, release);
+    // The waiter sleeps until its retry is due by the clock; time passes for it.
+    let backoff = async {
+        case.until_record(&own, |r| r.attempt == 2).await;
+        case.advance_past_backoff(2);
+    };
+    let (record, (), ()) = tokio::join!(waiting, release, backoff);
     let record = record.unwrap();
     assert_eq!(record.state, ExecutionState::Success);
     assert_eq!(record.attempt, 2, "the waiter dispatched its retry too");
@@ -663,7 +697,7 @@ async fn case_a_replay_that_stops_waiting_leaves_the_shared_execution_running() 
 
     let replay = case
         .scheduler
-        .wait_at_most(&id, Duration::from_millis(50))
+        .wait_at_most(&mut case.scheduler.waiter(&id), Duration::from_millis(50))
         .await
         .unwrap();
     assert_eq!(

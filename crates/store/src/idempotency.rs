@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use core_types::{DurationMs, ExecutionId, FunctionName, IdempotencyKey, Timestamp};
@@ -52,8 +52,26 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     /// Gives the claim up (the request was rejected): the key is free again. Not async,
     /// so it can run from a guard's `Drop`.
     fn abandon(&self, token: ClaimToken);
+    /// Forgets `key` if it still names `execution`: that execution has been forgotten
+    /// (its record evicted), and the key goes with it.
+    async fn forget(&self, function: &FunctionName, key: &IdempotencyKey, execution: &ExecutionId);
     /// Forgets published keys older than the TTL; returns how many went.
     async fn evict_expired(&self, now: Timestamp) -> usize;
+    /// What the store holds now, for metrics. Backends that do not count say zeros.
+    fn stats(&self) -> ClaimStats {
+        ClaimStats::default()
+    }
+}
+
+/// What an idempotency store holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClaimStats {
+    /// Keys remembered (published).
+    pub keys: usize,
+    /// Estimated bytes they hold (see [`MemoryIdempotencyStore`]).
+    pub bytes: usize,
+    /// Keys forgotten before their TTL to stay within the memory budget.
+    pub evicted_over_budget: u64,
 }
 
 #[derive(Debug)]
@@ -68,30 +86,105 @@ enum Entry {
         fingerprint: Fingerprint,
         execution: ExecutionId,
         expires_at: Timestamp,
+        /// What it is charged against the budget.
+        bytes: usize,
     },
 }
 
 type Scope = (FunctionName, IdempotencyKey);
 
 /// In-memory claims, sharded by key.
+///
+/// Published keys live within a memory budget as well as their TTL: each is charged an
+/// estimate of what it keeps (its map entry, the function name's and key's text, the
+/// execution id, its expiry entry), and past the budget the oldest are forgotten at
+/// once, before their TTL, and counted ([`ClaimStats::evicted_over_budget`]). A
+/// forgotten key is a new key: the next request with it starts a new execution, as
+/// after its TTL. Pending claims are not charged: each belongs to a request in
+/// progress.
 #[derive(Debug)]
 pub struct MemoryIdempotencyStore {
     entries: DashMap<Scope, Entry>,
     ttl: DurationMs,
+    budget_bytes: usize,
+    bytes: AtomicUsize,
+    published: AtomicUsize,
+    evicted_over_budget: AtomicU64,
     next_nonce: AtomicU64,
-    /// Published keys in publish order, which is expiry order with one TTL.
+    /// Published keys in publish order, which is expiry order with one TTL. An entry
+    /// whose key was forgotten or claimed again stays until it is reached, and is then
+    /// skipped.
     expiry: Mutex<VecDeque<(Timestamp, Scope)>>,
 }
 
+/// An estimate of the heap one published key keeps.
+fn retained_bytes(scope: &Scope, execution: &ExecutionId) -> usize {
+    /// The strong and weak counts in front of an `Arc`'s data.
+    const ARC_HEADER: usize = 2 * size_of::<usize>();
+    let (function, key) = scope;
+    // The map's slot and control byte, the expiry entry, and the texts (the function's
+    // name is shared with the registry, but charged: it is small).
+    size_of::<(Scope, Entry)>()
+        + 1
+        + size_of::<(Timestamp, Scope)>()
+        + ARC_HEADER
+        + function.as_str().len()
+        + ARC_HEADER
+        + key.as_str().len()
+        + ARC_HEADER
+        + execution.as_str().len()
+}
+
 impl MemoryIdempotencyStore {
-    /// An empty store remembering keys for `ttl`.
+    /// An empty store remembering keys for `ttl`, with no memory budget.
     pub fn new(ttl: DurationMs) -> Self {
+        Self::with_budget(ttl, usize::MAX)
+    }
+
+    /// An empty store remembering keys for `ttl`, or less when their estimated size
+    /// passes `budget_bytes` (the oldest go first).
+    pub fn with_budget(ttl: DurationMs, budget_bytes: usize) -> Self {
         Self {
             entries: DashMap::new(),
             ttl,
+            budget_bytes,
+            bytes: AtomicUsize::new(0),
+            published: AtomicUsize::new(0),
+            evicted_over_budget: AtomicU64::new(0),
             next_nonce: AtomicU64::new(1),
             expiry: Mutex::new(VecDeque::new()),
         }
+    }
+
+    fn release(&self, entry: &Entry) {
+        if let Entry::Published { bytes, .. } = entry {
+            self.bytes.fetch_sub(*bytes, Ordering::AcqRel);
+            self.published.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn expiry(&self) -> std::sync::MutexGuard<'_, VecDeque<(Timestamp, Scope)>> {
+        self.expiry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets published keys, oldest first, while `go(deadline)` says so; returns how
+    /// many went.
+    fn evict_while(&self, mut go: impl FnMut(&Self, Timestamp) -> bool) -> usize {
+        let mut expiry = self.expiry();
+        let mut evicted = 0;
+        while let Some((deadline, _)) = expiry.front() {
+            let deadline = *deadline;
+            if !go(self, deadline) {
+                break;
+            }
+            let (_, scope) = expiry.pop_front().expect("front exists");
+            let this_one = |_: &Scope, entry: &Entry| matches!(entry, Entry::Published { expires_at, .. } if *expires_at == deadline);
+            if let Some((_, entry)) = self.entries.remove_if(&scope, this_one) {
+                self.release(&entry);
+                evicted += 1;
+            }
+        }
+        evicted
     }
 
     /// How many keys are claimed or published.
@@ -139,7 +232,8 @@ impl IdempotencyStore for MemoryIdempotencyStore {
                 dashmap::Entry::Occupied(mut occupied) => match occupied.get() {
                     Entry::Published { expires_at, .. } if *expires_at <= now => {
                         let (entry, acquired) = pending();
-                        occupied.insert(entry);
+                        let expired = occupied.insert(entry);
+                        self.release(&expired);
                         return acquired;
                     }
                     Entry::Published {
@@ -180,16 +274,23 @@ impl IdempotencyStore for MemoryIdempotencyStore {
             // Not ours any more (abandoned and claimed again): nothing to publish.
             _ => return,
         };
+        let bytes = retained_bytes(&scope, &execution);
         *entry = Entry::Published {
             fingerprint,
             execution,
             expires_at,
+            bytes,
         };
         drop(entry);
-        self.expiry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back((expires_at, scope));
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        self.published.fetch_add(1, Ordering::AcqRel);
+        self.expiry().push_back((expires_at, scope));
+        if self.bytes.load(Ordering::Acquire) > self.budget_bytes {
+            let evicted = self
+                .evict_while(|store, _| store.bytes.load(Ordering::Acquire) > store.budget_bytes);
+            self.evicted_over_budget
+                .fetch_add(evicted as u64, Ordering::Relaxed);
+        }
     }
 
     fn abandon(&self, token: ClaimToken) {
@@ -200,17 +301,24 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         );
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> usize {
-        let mut expiry = self.expiry.lock().unwrap_or_else(|p| p.into_inner());
-        let mut evicted = 0;
-        while expiry.front().is_some_and(|(deadline, _)| *deadline <= now) {
-            let (_, scope) = expiry.pop_front().expect("front exists");
-            let expired = |_: &Scope, entry: &Entry| matches!(entry, Entry::Published { expires_at, .. } if *expires_at <= now);
-            if self.entries.remove_if(&scope, expired).is_some() {
-                evicted += 1;
-            }
+    async fn forget(&self, function: &FunctionName, key: &IdempotencyKey, execution: &ExecutionId) {
+        let scope = (function.clone(), key.clone());
+        let names_it = |_: &Scope, entry: &Entry| matches!(entry, Entry::Published { execution: named, .. } if named == execution);
+        if let Some((_, entry)) = self.entries.remove_if(&scope, names_it) {
+            self.release(&entry);
         }
-        evicted
+    }
+
+    async fn evict_expired(&self, now: Timestamp) -> usize {
+        self.evict_while(|_, deadline| deadline <= now)
+    }
+
+    fn stats(&self) -> ClaimStats {
+        ClaimStats {
+            keys: self.published.load(Ordering::Acquire),
+            bytes: self.bytes.load(Ordering::Acquire),
+            evicted_over_budget: self.evicted_over_budget.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -352,5 +460,70 @@ mod tests {
                 .flatten()
                 .all(|o| *o == ClaimOutcome::Existing(ExecutionId::new("second")))
         );
+    }
+
+    #[tokio::test]
+    async fn past_the_budget_the_oldest_keys_are_forgotten_first() {
+        let scope_of = |n: u32| {
+            (
+                FunctionName::parse("f").unwrap(),
+                IdempotencyKey::new(format!("key-{n}")),
+            )
+        };
+        let one = retained_bytes(&scope_of(0), &ExecutionId::new("e0"));
+        // Room for three keys.
+        let store = MemoryIdempotencyStore::with_budget(DurationMs(60_000), 3 * one + one / 2);
+        for n in 0..5 {
+            let (f, k) = scope_of(n);
+            let ClaimOutcome::Acquired(token) =
+                store.claim(&f, &k, Fingerprint(1), t(n.into())).await
+            else {
+                panic!("free key");
+            };
+            store
+                .publish(token, ExecutionId::new(format!("e{n}")), t(n.into()))
+                .await;
+        }
+        let stats = store.stats();
+        assert_eq!((stats.keys, stats.evicted_over_budget), (3, 2));
+        assert_eq!(stats.bytes, 3 * one);
+        for n in 0..5 {
+            let (f, k) = scope_of(n);
+            let outcome = store.claim(&f, &k, Fingerprint(1), t(10)).await;
+            let remembered = matches!(outcome, ClaimOutcome::Existing(_));
+            assert_eq!(remembered, n >= 2, "key-{n}: {outcome:?}");
+            if let ClaimOutcome::Acquired(token) = outcome {
+                store.abandon(token);
+            }
+        }
+        assert_eq!(store.evict_expired(t(1_000_000)).await, 3);
+        assert_eq!(
+            store.stats(),
+            ClaimStats {
+                keys: 0,
+                bytes: 0,
+                evicted_over_budget: 2
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_is_forgotten_with_its_execution_only() {
+        let store = MemoryIdempotencyStore::new(DurationMs(60_000));
+        let (f, k) = scope();
+        let token = acquire(&store, Fingerprint(1), t(0)).await;
+        store.publish(token, ExecutionId::new("e1"), t(0)).await;
+        store.forget(&f, &k, &ExecutionId::new("other")).await;
+        assert_eq!(
+            store.claim(&f, &k, Fingerprint(1), t(1)).await,
+            ClaimOutcome::Existing(ExecutionId::new("e1")),
+            "it names another execution: kept"
+        );
+        store.forget(&f, &k, &ExecutionId::new("e1")).await;
+        assert!(matches!(
+            store.claim(&f, &k, Fingerprint(2), t(1)).await,
+            ClaimOutcome::Acquired(_)
+        ));
+        assert_eq!(store.stats().bytes, 0);
     }
 }

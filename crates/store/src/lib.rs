@@ -43,7 +43,7 @@ pub use executions::{
     RecordChange, StoreStats,
 };
 pub use idempotency::{
-    ClaimOutcome, ClaimToken, Fingerprint, IdempotencyStore, MemoryIdempotencyStore,
+    ClaimOutcome, ClaimStats, ClaimToken, Fingerprint, IdempotencyStore, MemoryIdempotencyStore,
 };
 pub use registry::{
     AlreadyRegistered, FunctionRegistry, MemoryFunctionRegistry, RegisteredFunction,

@@ -23,7 +23,7 @@ use core_types::{Clock, Dispatch, ExecutionId, IdGenerator};
 use http_api::{ApiConfig, AppState, Metrics};
 use scheduler::testing::ScriptedDispatch;
 pub(crate) use scheduler::testing::{Step, gate};
-use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
+use scheduler::{RetryBackoff, Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -241,6 +241,10 @@ pub(crate) struct Api {
 impl Api {
     /// A harness with `config`, for tests that assert without snapshots.
     pub(crate) fn new(config: ApiConfig) -> Self {
+        Self::with(config, RetryBackoff::default())
+    }
+
+    fn with(config: ApiConfig, retry_backoff: RetryBackoff) -> Self {
         let clock = Arc::new(ManualClock::default());
         let ids = Arc::new(SequentialIds::default());
         let calls = Arc::new(Mutex::new(Vec::new()));
@@ -266,6 +270,7 @@ impl Api {
             // manual-mode sync caller moving the queue itself is pinned by the
             // scheduler's parity cases.
             waiters_drive_when_manual: false,
+            retry_backoff,
             ..SchedulerConfig::default()
         };
         let scheduler = Scheduler::new(parts, config_scheduler);
@@ -289,9 +294,16 @@ impl Api {
         }
     }
 
-    /// Starts the scheduler's background loop (sync invokes then complete on their own).
-    pub(crate) fn start_background(&self) {
-        self.scheduler.start_background();
+    /// A parity case with the scheduler's background loop running (sync invokes then
+    /// complete on their own). Retries are due at once: the loop sleeps on tokio's
+    /// clock until a retry is due by the manual one, which nothing here advances.
+    pub(crate) fn case_in_background(name: &'static str) -> Self {
+        let api = Self {
+            case: Some(name),
+            ..Self::with(ApiConfig::default(), RetryBackoff::NONE)
+        };
+        api.scheduler.start_background();
+        api
     }
 
     /// Appends steps to a function's script.

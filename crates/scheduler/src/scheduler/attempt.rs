@@ -27,9 +27,10 @@ impl Scheduler {
     ) -> Option<JoinHandle<()>> {
         let inner = &self.inner;
         loop {
-            let slot = runtime.queue.try_acquire_slot()?;
-            let queued = runtime.queue.pop()?;
             let now = inner.parts.clock.now();
+            let (slot, queued) = runtime
+                .queue
+                .take(now, inner.config.retry_backoff.longest())?;
             let (finished_tx, finished_rx) = oneshot::channel();
             let start = {
                 let Some(mut live) = inner.live.get_mut(&queued.id) else {

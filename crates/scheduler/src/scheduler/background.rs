@@ -3,15 +3,29 @@
 use super::*;
 
 impl Scheduler {
-    pub(super) fn spawn_owned<F>(&self, task: F) -> JoinHandle<()>
+    pub(super) fn spawn_owned<F>(&self, task: F) -> JoinHandle<F::Output>
     where
-        F: std::future::Future<Output = ()> + Send + 'static,
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
     {
         #[expect(
             clippy::disallowed_methods,
             reason = "the scheduler owns every long-lived task: each is tracked by `tasks` and awaited by `shutdown`"
         )]
         tokio::spawn(self.inner.tasks.track_future(task))
+    }
+
+    /// Runs `work` to its end in an owned task, whatever becomes of the caller; `None`
+    /// if the runtime dropped it (shutting down). A panic in `work` is the caller's.
+    pub(super) async fn run_owned<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        match self.spawn_owned(work).await {
+            Ok(output) => Some(output),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_cancelled) => None,
+        }
     }
 
     /// Starts the background loop: it wakes when a queue gains work or frees a slot and
@@ -33,9 +47,22 @@ impl Scheduler {
         let scheduler = self.clone();
         let stopping = self.inner.stopping.clone();
         self.spawn_owned(async move {
+            let timer = &scheduler.inner.retry_timer;
+            let clock = &scheduler.inner.parts.clock;
             loop {
+                let until_due = timer.earliest().map(|due| due.since(clock.now()));
                 let name = tokio::select! {
                     _ = stopping.cancelled() => return,
+                    // An earlier retry than the one slept for: sleep again, shorter.
+                    () = timer.changed.notified() => continue,
+                    () = waiting::sleep_for(until_due) => {
+                        for name in timer.take_due(clock.now()) {
+                            if let Some(runtime) = scheduler.inner.functions.get(&name) {
+                                runtime.queue.announce();
+                            }
+                        }
+                        continue;
+                    }
                     next = ready.next() => match next {
                         Some(name) => name,
                         None => return,
@@ -52,6 +79,15 @@ impl Scheduler {
                 }
             }
         });
+    }
+
+    /// Tells the background loop (if it runs) that a retry of `function` comes due at
+    /// `due`. Without the loop nobody needs telling: `tick_once` and waiters look at
+    /// due times themselves.
+    pub(super) fn retry_due_at(&self, due: Timestamp, function: &FunctionName) {
+        if self.inner.background.load(Ordering::Acquire) {
+            self.inner.retry_timer.add(due, function.clone());
+        }
     }
 
     /// Starts the periodic eviction of finished records and idempotency keys past
@@ -128,5 +164,65 @@ impl Scheduler {
             }
             inner.tasks.wait().await;
         }
+    }
+}
+
+/// The due times of retries waiting out their backoff, earliest first, for the
+/// background loop to sleep on. An entry whose retry has ended meanwhile only costs a
+/// wake-up that finds nothing due; each retry adds one entry, so they are bounded by the
+/// queues.
+#[derive(Debug, Default)]
+pub(super) struct RetryTimer {
+    due: std::sync::Mutex<
+        std::collections::BinaryHeap<std::cmp::Reverse<(Timestamp, FunctionName)>>,
+    >,
+    /// The earliest due time in milliseconds (`u64::MAX`: none), read without the lock
+    /// on every turn of the loop.
+    earliest: AtomicU64,
+    /// Notified when an entry earlier than every other arrives.
+    pub(super) changed: tokio::sync::Notify,
+}
+
+impl RetryTimer {
+    fn heap(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::BinaryHeap<std::cmp::Reverse<(Timestamp, FunctionName)>>,
+    > {
+        self.due.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, due: Timestamp, function: FunctionName) {
+        let earlier = {
+            let mut heap = self.heap();
+            heap.push(std::cmp::Reverse((due, function)));
+            let earliest = heap.peek().map_or(u64::MAX, |e| e.0.0.as_millis());
+            self.earliest.swap(earliest, Ordering::AcqRel) != earliest
+        };
+        if earlier {
+            // A stored permit if the loop is busy: it looks again before sleeping.
+            self.changed.notify_one();
+        }
+    }
+
+    fn earliest(&self) -> Option<Timestamp> {
+        let millis = self.earliest.load(Ordering::Acquire);
+        (millis != u64::MAX).then(|| Timestamp::from_millis(millis))
+    }
+
+    /// The functions with a retry due at `now`, each once.
+    fn take_due(&self, now: Timestamp) -> Vec<FunctionName> {
+        let mut heap = self.heap();
+        let mut due = Vec::new();
+        while heap.peek().is_some_and(|e| e.0.0 <= now) {
+            let std::cmp::Reverse((_, function)) = heap.pop().expect("peeked");
+            if !due.contains(&function) {
+                due.push(function);
+            }
+        }
+        let earliest = heap.peek().map_or(u64::MAX, |e| e.0.0.as_millis());
+        self.earliest.store(earliest, Ordering::Release);
+        due
     }
 }

@@ -36,17 +36,31 @@ impl Scheduler {
                 error,
                 running,
             } => {
+                // If anything below panics, the execution must not stay held in its
+                // queue and live with nobody to end it.
+                let mut abandon = Abandon::new(self, id, Some(&function.queue));
                 let kind = ChangeKind::Requeued {
                     attempt: next_attempt,
                     at: now,
                 };
                 self.write(id, RecordChange { version, kind }).await;
+                // Only now may the retry be dispatched: its attempt's `running` write
+                // is decided after this `queued` one has landed, so the two cannot land
+                // in the wrong order (the store would refuse `running -> running` and
+                // the record would keep the old attempt).
+                let backoff = inner.config.retry_backoff.delay(id, next_attempt);
+                let due = now.plus(backoff);
+                if function.queue.schedule_retry(id, due, now) && due > now {
+                    self.retry_due_at(due, &function.spec.name);
+                }
+                abandon.disarm();
                 drop(running);
                 inner.parts.observer.on_event(SchedulerEvent::Retried {
-                    function: &function,
+                    function: &function.spec.name,
                     execution: id,
                     next_attempt,
                     error: &error,
+                    backoff,
                 });
                 Ok(CompletionOutcome::Applied(ExecutionState::Queued))
             }
@@ -55,6 +69,7 @@ impl Scheduler {
                 completion,
                 running,
             } => {
+                let mut abandon = Abandon::new(self, id, None);
                 let (state, kind) = finished(completion, now);
                 let record = self.write(id, RecordChange { version, kind }).await;
                 // Slot and the attempt task are released only now, after the write.
@@ -64,6 +79,7 @@ impl Scheduler {
                     .remove(id)
                     .map(|(_, live)| live.waiters)
                     .unwrap_or_default();
+                abandon.disarm();
                 if let Some(record) = &record {
                     for waiter in waiters {
                         let _ = waiter.send(record.clone());
@@ -98,6 +114,11 @@ impl Scheduler {
                 current: live.attempt,
             });
         }
+        if source == CompletionSource::QueueTimeout && !matches!(live.phase, Phase::Queued) {
+            // Only a queued execution can time out in the queue; one dispatched (or
+            // ending) since its caller looked keeps its attempt.
+            return Decision::Ignore(IgnoredBecause::NotQueued);
+        }
         let function = Arc::clone(&live.function);
         let running = match std::mem::replace(&mut live.phase, Phase::Finishing) {
             Phase::Finishing => return Decision::Ignore(IgnoredBecause::AlreadyFinished),
@@ -117,12 +138,13 @@ impl Scheduler {
                     id: id.clone(),
                     enqueued_at: now,
                 };
-                match function.queue.push(retry) {
+                // Held: it keeps its place (and is refused here if there is none) but
+                // cannot be dispatched until its `queued` record is written.
+                match function.queue.hold_retry(retry) {
                     Ok(()) => {
                         live.attempt += 1;
                         live.phase = Phase::Queued;
                         let next_attempt = live.attempt;
-                        let function = function.spec.name.clone();
                         Decision::Retry {
                             function,
                             version,
@@ -213,4 +235,47 @@ fn finished(completion: Completion, at: Timestamp) -> (ExecutionState, ChangeKin
             init_duration_ms,
         },
     )
+}
+
+/// Cleans up after a completion that panicked half-way (a store or observer bug): the
+/// execution leaves its queue and the `live` map, so its waiters wake (their senders
+/// drop) and read the record as the store has it, instead of waiting for a clean-up
+/// that will never come. Disarmed once the completion is through.
+struct Abandon<'a> {
+    scheduler: &'a Scheduler,
+    id: &'a ExecutionId,
+    queue: Option<&'a FunctionQueue>,
+    armed: bool,
+}
+
+impl<'a> Abandon<'a> {
+    fn new(
+        scheduler: &'a Scheduler,
+        id: &'a ExecutionId,
+        queue: Option<&'a FunctionQueue>,
+    ) -> Self {
+        Self {
+            scheduler,
+            id,
+            queue,
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        tracing::error!(execution_id = %self.id, "completing the execution failed half-way; it is abandoned");
+        if let Some(queue) = self.queue {
+            queue.remove(self.id);
+        }
+        self.scheduler.inner.live.remove(self.id);
+    }
 }

@@ -16,6 +16,16 @@ pub enum SubmitError {
         /// Its queue size.
         capacity: usize,
     },
+    /// The inputs of unfinished executions already fill the queued-input budget.
+    #[error(
+        "the inputs of queued and running executions already hold the control plane's budget of {budget_bytes} bytes; {function} cannot take more now"
+    )]
+    InputsFull {
+        /// The function asked for.
+        function: FunctionName,
+        /// The budget.
+        budget_bytes: usize,
+    },
     /// The idempotency key was used with a different request.
     #[error("idempotency key {0} was used with a different request")]
     IdempotencyKeyReused(IdempotencyKey),
@@ -42,6 +52,9 @@ pub enum RegisterError {
     /// The provider could not provision it.
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    /// The control plane stopped before the registration finished.
+    #[error("the control plane stopped before the registration finished")]
+    Interrupted,
 }
 
 /// Why a function's replica count could not be set.
@@ -95,4 +108,7 @@ pub enum RemoveError {
     /// No such function.
     #[error("function {0} is not registered")]
     UnknownFunction(FunctionName),
+    /// The control plane stopped before the removal finished.
+    #[error("the control plane stopped before the removal finished")]
+    Interrupted,
 }

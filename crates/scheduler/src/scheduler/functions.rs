@@ -7,7 +7,21 @@ impl Scheduler {
     /// provisioned first (the provider's endpoint becomes its `endpointUrl`); without a
     /// provider able to run it, one that brought its own `endpointUrl` runs as `POOL`,
     /// any other is refused. Atomic: a refused registration leaves nothing behind.
+    ///
+    /// It runs in a task the scheduler owns: a caller that goes away half-way (a client
+    /// that disconnects while its function is provisioned) does not cut it short, so
+    /// nothing is left provisioned but unregistered.
     pub async fn register_function(
+        &self,
+        spec: FunctionSpec,
+    ) -> Result<RegisteredFunction, RegisterError> {
+        let this = self.clone();
+        self.run_owned(async move { this.register_now(spec).await })
+            .await
+            .unwrap_or(Err(RegisterError::Interrupted))
+    }
+
+    async fn register_now(
         &self,
         mut spec: FunctionSpec,
     ) -> Result<RegisteredFunction, RegisterError> {
@@ -92,10 +106,19 @@ impl Scheduler {
 
     /// Removes a function. Its queued executions end in `error` with
     /// `FUNCTION_REMOVED` (their sync callers are answered at once); running ones finish.
+    /// Like registration it runs in a task the scheduler owns, so a caller that goes
+    /// away cannot leave the function half removed.
     pub async fn remove_function(
         &self,
         name: &FunctionName,
     ) -> Result<RegisteredFunction, RemoveError> {
+        let (this, name) = (self.clone(), name.clone());
+        self.run_owned(async move { this.remove_now(&name).await })
+            .await
+            .unwrap_or(Err(RemoveError::Interrupted))
+    }
+
+    async fn remove_now(&self, name: &FunctionName) -> Result<RegisteredFunction, RemoveError> {
         let Some((_, runtime)) = self.inner.functions.remove(name) else {
             return Err(RemoveError::UnknownFunction(name.clone()));
         };
@@ -138,7 +161,18 @@ impl Scheduler {
         self.inner.parts.registry.list().await
     }
 
-    /// A function's queue and slots, if it is registered.
+    /// How loaded a function's queue is, read from its counters (no lock, nothing
+    /// copied: cheap enough for every metrics scrape).
+    pub fn queue_load(&self, name: &str) -> Option<QueueLoad> {
+        let runtime = self.inner.functions.get(name)?;
+        Some(QueueLoad {
+            depth: runtime.queue.depth(),
+            in_flight: runtime.queue.in_flight(),
+        })
+    }
+
+    /// A function's queue and slots, if it is registered (copies every queued id: for
+    /// inspection, not for a hot path).
     pub fn queue_snapshot(&self, name: &str) -> Option<QueueSnapshot> {
         let runtime = self.inner.functions.get(name)?;
         let queue = &runtime.queue;

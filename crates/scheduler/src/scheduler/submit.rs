@@ -5,7 +5,9 @@ use super::*;
 impl Scheduler {
     /// Accepts an invocation and queues it. With an idempotency key, a request equal to
     /// an earlier one (same function, key and body) returns the earlier execution, even
-    /// when both arrive at once; a different body under the same key is refused.
+    /// when both arrive at once; a different body under the same key is refused. A key
+    /// whose execution has been forgotten (its record evicted after its TTL or under
+    /// the memory budget) is forgotten with it: the request is a new one.
     pub async fn submit(
         &self,
         function: &FunctionName,
@@ -25,28 +27,50 @@ impl Scheduler {
         let mut claim = None;
         if let Some(key) = &options.idempotency_key {
             let fingerprint = fingerprint(&request);
-            match inner
-                .parts
-                .idempotency
-                .claim(function, key, fingerprint, inner.parts.clock.now())
-                .await
-            {
-                ClaimOutcome::Existing(execution_id) => {
-                    return Ok(Submitted {
-                        execution_id,
-                        replayed: true,
-                    });
-                }
-                ClaimOutcome::Reused => return Err(SubmitError::IdempotencyKeyReused(key.clone())),
-                ClaimOutcome::Acquired(token) => {
-                    claim = Some(ClaimGuard {
-                        store: Arc::clone(&inner.parts.idempotency),
-                        token: Some(token),
-                    });
+            loop {
+                let now = inner.parts.clock.now();
+                match inner
+                    .parts
+                    .idempotency
+                    .claim(function, key, fingerprint, now)
+                    .await
+                {
+                    ClaimOutcome::Existing(execution_id) => {
+                        if let Some(replay) = self.replay(execution_id.clone(), options.wait).await
+                        {
+                            return Ok(replay);
+                        }
+                        inner
+                            .parts
+                            .idempotency
+                            .forget(function, key, &execution_id)
+                            .await;
+                    }
+                    ClaimOutcome::Reused => {
+                        return Err(SubmitError::IdempotencyKeyReused(key.clone()));
+                    }
+                    ClaimOutcome::Acquired(token) => {
+                        claim = Some(ClaimGuard {
+                            store: Arc::clone(&inner.parts.idempotency),
+                            token: Some(token),
+                        });
+                        break;
+                    }
                 }
             }
         }
 
+        // Charged before anything is stored: refused, nothing is left behind.
+        let input_bytes = request.input.heap_size()
+            + request
+                .metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        let input = InputCharge::take(inner, input_bytes).ok_or(SubmitError::InputsFull {
+            function: function.clone(),
+            budget_bytes: inner.config.queued_input_budget,
+        })?;
         let id = inner.parts.ids.execution_id();
         let now = inner.parts.clock.now();
         inner
@@ -55,6 +79,12 @@ impl Scheduler {
             .insert(ExecutionRecord::queued(id.clone(), function.clone(), now))
             .await
             .map_err(|e| SubmitError::Store(e.to_string()))?;
+        let (waiters, waiter) = if options.wait {
+            let (tx, rx) = oneshot::channel();
+            (vec![tx], Some(Waiter::pending(id.clone(), rx)))
+        } else {
+            (Vec::new(), None)
+        };
         inner.live.insert(
             id.clone(),
             Live {
@@ -68,7 +98,8 @@ impl Scheduler {
                     .trace_id
                     .unwrap_or_else(|| inner.parts.ids.trace_id()),
                 idempotency_key: options.idempotency_key,
-                waiters: Vec::new(),
+                waiters,
+                _input: input,
             },
         );
         // With the background loop running, the submitting task starts the dispatch
@@ -119,7 +150,61 @@ impl Scheduler {
         Ok(Submitted {
             execution_id: id,
             replayed: false,
+            record: None,
+            waiter,
         })
+    }
+
+    /// The answer to a request whose idempotency key names `id`, or `None` when that
+    /// execution is forgotten (ended, and its record gone).
+    async fn replay(&self, id: ExecutionId, wait: bool) -> Option<Submitted> {
+        // Subscribed before the record is read: an end between the two still arrives.
+        let receiver = if wait { self.subscribe(&id) } else { None };
+        let record = self.inner.parts.executions.get(&id).await;
+        // A live execution's record is never evicted, so no record and no
+        // subscription means it has ended and been forgotten.
+        if record.is_none() && receiver.is_none() {
+            return None;
+        }
+        let waiter = wait.then(|| match receiver {
+            Some(receiver) => Waiter::pending(id.clone(), receiver),
+            None => Waiter::finished(id.clone(), record.clone()),
+        });
+        Some(Submitted {
+            execution_id: id,
+            replayed: true,
+            record,
+            waiter,
+        })
+    }
+}
+
+/// The bytes of a live execution's input and metadata, charged to the scheduler's
+/// queued-input budget while it lives (retries need them) and given back when it ends.
+pub(super) struct InputCharge {
+    total: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl InputCharge {
+    fn take(inner: &Inner, bytes: usize) -> Option<Self> {
+        let budget = inner.config.queued_input_budget;
+        inner
+            .queued_input_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= budget)
+            })
+            .ok()?;
+        Some(Self {
+            total: Arc::clone(&inner.queued_input_bytes),
+            bytes,
+        })
+    }
+}
+
+impl Drop for InputCharge {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 

@@ -14,8 +14,8 @@ use core_types::{
 use scheduler::testing::ScriptedDispatch;
 pub(crate) use scheduler::testing::{Step, gate};
 use scheduler::{
-    Observer, Scheduler, SchedulerConfig, SchedulerEvent, SchedulerParts, SubmitError,
-    SubmitOptions,
+    Observer, RetryBackoff, Scheduler, SchedulerConfig, SchedulerEvent, SchedulerParts,
+    SubmitError, SubmitOptions,
 };
 use store::{MemoryExecutionStore, MemoryFunctionRegistry, MemoryIdempotencyStore};
 
@@ -55,11 +55,12 @@ impl Observer for EventLog {
                 execution,
                 next_attempt,
                 error,
+                backoff,
                 ..
             } => {
                 format!(
-                    "retry {execution} as attempt {next_attempt} after {}",
-                    error.code
+                    "retry {execution} as attempt {next_attempt} after {}, due in {}ms",
+                    error.code, backoff.0
                 )
             }
             SchedulerEvent::Finished { record, source } => {
@@ -174,7 +175,7 @@ impl Case {
         };
         let options = SubmitOptions {
             idempotency_key: key.map(IdempotencyKey::new),
-            trace_id: None,
+            ..SubmitOptions::default()
         };
         let submitted = self.scheduler.submit(function, request, options).await?;
         if !self.executions.contains(&submitted.execution_id) {
@@ -202,6 +203,30 @@ impl Case {
     /// Moves the manual clock.
     pub(crate) fn advance_clock(&self, ms: u64) {
         self.clock.advance_ms(ms);
+    }
+
+    /// Moves the manual clock past the longest backoff of the retry that will be
+    /// `next_attempt` (the cases run with the default backoff).
+    pub(crate) fn advance_past_backoff(&self, next_attempt: u32) {
+        self.advance_clock(RetryBackoff::default().ceiling(next_attempt).0);
+    }
+
+    /// Lets other tasks run until `id`'s record satisfies `done`; panics if it never
+    /// does.
+    pub(crate) async fn until_record(
+        &self,
+        id: &ExecutionId,
+        mut done: impl FnMut(&store::ExecutionRecord) -> bool,
+    ) {
+        for _ in 0..10_000 {
+            if let Some(record) = self.scheduler.execution(id).await
+                && done(&record)
+            {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the record of {id} never got there");
     }
 
     /// Pins the observable state as `snapshots/<case>/<checkpoint>.snap`.
