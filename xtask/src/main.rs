@@ -21,11 +21,14 @@
 //!   generator (`loadgen`); writes `target/bench/bench.{json,md}`. `--quick` is the smoke
 //!   run CI does. `--instructions` counts the control plane's instructions per sync
 //!   invocation under callgrind instead (`target/bench/instructions.{json,md}`).
+//! - `sim [--seeds N | --seed S]`: the engine's deterministic simulation over `N` seeds
+//!   (release build), or one seed replayed; the test suite runs 2000.
 
 mod bench;
 mod ci;
 mod graph;
 mod parity;
+mod sim;
 mod snap;
 mod tidy;
 mod util;
@@ -72,6 +75,15 @@ enum Command {
         #[arg(long, conflicts_with = "quick")]
         instructions: bool,
     },
+    /// Run the engine's deterministic simulation over many seeds, or replay one.
+    Sim {
+        /// How many seeds (at least; spread over the simulation's four tests).
+        #[arg(long, default_value_t = 20_000)]
+        seeds: u64,
+        /// Replay only this seed (as a failure names it).
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +110,10 @@ fn main() -> ExitCode {
         Command::Bench {
             instructions: true, ..
         } => bench::run_instructions(&root),
+        Command::Sim {
+            seed: Some(seed), ..
+        } => sim::run(&root, sim::Seeds::One(seed)),
+        Command::Sim { seeds, seed: None } => sim::run(&root, sim::Seeds::Count(seeds)),
         Command::Bench { quick, .. } => bench::run(
             &root,
             if quick {

@@ -60,3 +60,5 @@ pub use scheduler::{
     ReplicasError, Scheduler, SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions,
     Submitted, TickError, WaitError, Waiter,
 };
+#[cfg(feature = "testing")]
+pub use scheduler::{LiveExecution, LivePhase};

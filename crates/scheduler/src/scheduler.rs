@@ -358,3 +358,70 @@ impl Scheduler {
         self.inner.ignored_completions.load(Ordering::Relaxed)
     }
 }
+
+/// What a live (unfinished) execution looks like from outside, for tests that check
+/// the scheduler's state against its records ([`Scheduler::live_executions`]).
+#[cfg(feature = "testing")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveExecution {
+    /// The execution.
+    pub id: ExecutionId,
+    /// Its function.
+    pub function: FunctionName,
+    /// Which queue it belongs to (the same name registered again is another queue).
+    pub queue: usize,
+    /// Slots taken in that queue.
+    pub queue_slots_taken: usize,
+    /// Its current attempt.
+    pub attempt: u32,
+    /// Where it is.
+    pub phase: LivePhase,
+    /// Subscriptions to its end.
+    pub waiters: usize,
+}
+
+/// [`LiveExecution::phase`].
+#[cfg(feature = "testing")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LivePhase {
+    /// In its queue.
+    Queued,
+    /// An attempt holds a slot.
+    Running,
+    /// A completion won and is writing the record.
+    Finishing,
+}
+
+#[cfg(feature = "testing")]
+impl Scheduler {
+    /// Every unfinished execution, for tests (copies the whole live map).
+    pub fn live_executions(&self) -> Vec<LiveExecution> {
+        self.inner
+            .live
+            .iter()
+            .map(|entry| {
+                let live = entry.value();
+                LiveExecution {
+                    id: entry.key().clone(),
+                    function: live.function.spec.name.clone(),
+                    queue: Arc::as_ptr(&live.function.queue) as usize,
+                    queue_slots_taken: live.function.queue.in_flight(),
+                    attempt: live.attempt,
+                    phase: match live.phase {
+                        Phase::Queued => LivePhase::Queued,
+                        Phase::Running(_) => LivePhase::Running,
+                        Phase::Finishing => LivePhase::Finishing,
+                    },
+                    waiters: live.waiters.len(),
+                }
+            })
+            .collect()
+    }
+
+    /// Which queue a registered function has now, comparable with
+    /// [`LiveExecution::queue`].
+    pub fn queue_id(&self, function: &str) -> Option<usize> {
+        let runtime = self.inner.functions.get(function)?;
+        Some(Arc::as_ptr(&runtime.queue) as usize)
+    }
+}
