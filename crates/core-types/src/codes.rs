@@ -23,7 +23,9 @@ pub enum ErrorCode {
     SyncTimeout,
     /// The control plane shut down before the execution could finish.
     Shutdown,
-    /// A retry could not be queued because the function's queue was full.
+    /// An invocation was refused (429) because the function's queue is full, or the
+    /// inputs of unfinished executions fill the queued-input budget. (A retry that finds
+    /// the queue full ends with its failed attempt's own error, not this.)
     QueueFull,
     /// The runtime reported an error without a code of its own.
     RuntimeError,
