@@ -443,7 +443,7 @@ async fn case_a_sync_waiter_sees_the_final_result_after_retries() {
 async fn case_removal_ends_queued_executions_with_function_removed() {
     let mut case = Case::new("removal_with_queued_executions");
     let f = case.function(spec("f", json!({"concurrency": 1}))).await;
-    let (waits, release) = gate();
+    let (waits, mut release) = gate();
     case.script(&f, [waits]);
     let running = case.submit(&f, json!("a"), None).await.unwrap();
     let waited_on = case.submit(&f, json!("b"), None).await.unwrap();
@@ -454,6 +454,9 @@ async fn case_removal_ends_queued_executions_with_function_removed() {
         .await
         .unwrap()
         .expect("a starts");
+    // The attempt's call is made on its own task: wait for it, so the events below come
+    // in one order whichever task the runtime polls first.
+    release.started().await;
     case.checkpoint("01_one_running_two_queued").await;
 
     let (waited, removed) = tokio::join!(
