@@ -183,7 +183,7 @@ pub struct CompletionRequest {
     /// Output on success.
     #[serde(default)]
     pub output: Option<Payload>,
-    /// `{"code", "message"}`, or a plain string message.
+    /// `{"code"?, "message"}` (no code: `RUNTIME_ERROR`), or a plain string message.
     #[serde(default)]
     pub error: Option<Value>,
 }
@@ -203,24 +203,50 @@ pub enum CallbackResult {
 }
 
 impl CompletionRequest {
-    /// Interprets either body form; `Err` lists what is wrong with the body.
+    /// Interprets either body form; `Err` lists what is wrong with the body. The body is
+    /// judged whole, whatever it reports: a malformed `error` is refused even beside
+    /// `success`, so a runtime learns of its bug from the first callback, not from the
+    /// first failure.
     pub fn into_result(self) -> Result<CallbackResult, Vec<ErrorDetail>> {
+        let mut problems = Vec::new();
         let state = match (self.status, self.success) {
-            (Some(s), _) if s.is_terminal() => s,
-            (Some(s), _) => {
-                return Err(vec![ErrorDetail::new(
+            (Some(s), _) if !s.is_terminal() => {
+                problems.push(ErrorDetail::new(
                     "status",
                     format!("must be success, error or timeout, not {s}"),
-                )]);
+                ));
+                None
             }
-            (None, Some(true)) => ExecutionState::Success,
-            (None, Some(false)) => ExecutionState::Error,
+            (Some(s), Some(success)) if (s == ExecutionState::Success) != success => {
+                problems.push(ErrorDetail::new(
+                    "success",
+                    format!("contradicts status {s}"),
+                ));
+                None
+            }
+            (Some(s), _) => Some(s),
+            (None, Some(true)) => Some(ExecutionState::Success),
+            (None, Some(false)) => Some(ExecutionState::Error),
             (None, None) => {
-                return Err(vec![ErrorDetail::new(
+                problems.push(ErrorDetail::new(
                     "status",
                     "either status or success is required",
-                )]);
+                ));
+                None
             }
+        };
+        let reported = match self.error {
+            None | Some(Value::Null) => None,
+            Some(value) => match reported_error(value) {
+                Ok(error) => Some(error),
+                Err(problem) => {
+                    problems.push(problem);
+                    None
+                }
+            },
+        };
+        let Some(state) = state.filter(|_| problems.is_empty()) else {
+            return Err(problems);
         };
         if state == ExecutionState::Success {
             return Ok(CallbackResult::Success(
@@ -228,29 +254,43 @@ impl CompletionRequest {
                     .unwrap_or_else(|| Payload::from_value(&Value::Null)),
             ));
         }
-        let error = match self.error {
-            None | Some(Value::Null) => ErrorInfo::new(
+        let error = reported.unwrap_or_else(|| {
+            ErrorInfo::new(
                 if state == ExecutionState::Timeout {
                     ErrorCode::DispatchTimeout
                 } else {
                     ErrorCode::RuntimeError
                 },
                 "the runtime reported a failure without details",
-            ),
-            Some(Value::String(message)) => ErrorInfo::new(ErrorCode::RuntimeError, message),
-            // Only an object: serde would also read `["code"]` as the struct's fields.
-            Some(value @ Value::Object(_)) => match serde_json::from_value::<ErrorInfo>(value) {
-                Ok(error) => error,
-                Err(_) => return Err(vec![error_shape()]),
-            },
-            Some(_) => return Err(vec![error_shape()]),
-        };
+            )
+        });
         Ok(CallbackResult::Failure { state, error })
     }
 }
 
-fn error_shape() -> ErrorDetail {
-    ErrorDetail::new("error", "must be {code, message} or a string")
+/// A callback's `error`: `{"code"?, "message"}` or a string (the message). A missing code
+/// is `RUNTIME_ERROR`: the runtime failed without naming how.
+fn reported_error(value: Value) -> Result<ErrorInfo, ErrorDetail> {
+    let shape = || ErrorDetail::new("error", "must be {\"code\"?, \"message\"} or a string");
+    match value {
+        Value::String(message) => Ok(ErrorInfo::new(ErrorCode::RuntimeError, message)),
+        Value::Object(mut fields) => {
+            let message = match fields.remove("message") {
+                Some(Value::String(message)) => message,
+                Some(Value::Null) | None => String::new(),
+                Some(_) => return Err(ErrorDetail::new("error.message", "must be a string")),
+            };
+            match fields.remove("code") {
+                Some(Value::String(code)) if !code.is_empty() => Ok(ErrorInfo {
+                    code: code.into(),
+                    message,
+                }),
+                Some(Value::Null) | None => Ok(ErrorInfo::new(ErrorCode::RuntimeError, message)),
+                Some(_) => Err(ErrorDetail::new("error.code", "must be a non-empty string")),
+            }
+        }
+        _ => Err(shape()),
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +348,38 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_malformed_callback_error_is_refused_even_beside_success() {
+        for body in [
+            json!({"success": true, "error": 42}),
+            json!({"status": "success", "output": 1, "error": [1]}),
+            json!({"success": false, "error": {"code": 7, "message": "m"}}),
+            json!({"success": false, "error": {"code": "", "message": "m"}}),
+            json!({"status": "error", "error": {"message": {"nested": true}}}),
+        ] {
+            assert!(parse(body.clone()).is_err(), "accepted {body}");
+        }
+    }
+
+    #[test]
+    fn a_callback_error_may_leave_out_its_code() {
+        let failed = parse(json!({"success": false, "error": {"message": "m"}})).unwrap();
+        assert_eq!(
+            failed,
+            CallbackResult::Failure {
+                state: ExecutionState::Error,
+                error: ErrorInfo::new(ErrorCode::RuntimeError, "m"),
+            }
+        );
+    }
+
+    #[test]
+    fn a_status_and_a_success_that_disagree_are_refused() {
+        let refused = parse(json!({"status": "success", "success": false})).unwrap_err();
+        assert_eq!(refused[0].field, "success");
+        assert!(parse(json!({"status": "timeout", "success": false})).is_ok());
     }
 
     #[test]
