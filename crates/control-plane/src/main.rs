@@ -19,8 +19,8 @@ use axum::ServiceExt;
 use clap::{Parser, ValueEnum};
 use core_types::DurationMs;
 use dispatcher::{ModeRouter, PoolDispatcher};
-use http_api::{ApiConfig, AppState, InvalidRuntimeConfig, Metrics, RuntimeConfig};
-use scheduler::{MemoryLimits, RetryBackoff, Scheduler, SchedulerConfig, SchedulerParts};
+use http_api::{ApiConfig, AppState, InvalidRuntimeConfig, RuntimeConfig};
+use scheduler::{MemoryLimits, RetryBackoff, SchedulerConfig, SchedulerParts};
 use signals::shutdown_signal;
 use tokio::net::TcpListener;
 
@@ -264,20 +264,15 @@ async fn run(args: Args) -> std::io::Result<()> {
         .callback_base_url
         .unwrap_or_else(|| format!("http://{api_addr}/v1/internal/executions"));
     let pool = PoolDispatcher::new();
-    // The metrics observe the scheduler, so they exist first.
-    let metrics = Arc::new(Metrics::new());
-    let parts = SchedulerParts {
-        observer: metrics.clone(),
-        ..SchedulerParts::in_memory_with(
-            Arc::new(ModeRouter::new(pool)),
-            MemoryLimits {
-                execution_ttl: args.execution_ttl,
-                idempotency_ttl: args.idempotency_ttl,
-                execution_memory_budget: bytes(args.execution_memory_budget),
-                idempotency_memory_budget: bytes(args.idempotency_memory_budget),
-            },
-        )
-    };
+    let parts = SchedulerParts::in_memory_with(
+        Arc::new(ModeRouter::new(pool)),
+        MemoryLimits {
+            execution_ttl: args.execution_ttl,
+            idempotency_ttl: args.idempotency_ttl,
+            execution_memory_budget: bytes(args.execution_memory_budget),
+            idempotency_memory_budget: bytes(args.idempotency_memory_budget),
+        },
+    );
     let config = SchedulerConfig {
         callback_base_url: Some(Arc::from(callback_base_url.as_str())),
         retry_backoff: RetryBackoff {
@@ -287,21 +282,20 @@ async fn run(args: Args) -> std::io::Result<()> {
         queued_input_budget: bytes(args.queued_input_budget),
         ..SchedulerConfig::default()
     };
-    let scheduler = Scheduler::new(parts, config);
-    match args.scheduler {
-        SchedulerMode::Background => scheduler.start_background(),
-        SchedulerMode::Manual => scheduler.start_sweeper(),
-    }
-
-    let state = AppState::new(
-        scheduler.clone(),
+    let state = AppState::assemble(
+        parts,
+        config,
         ApiConfig {
             max_body_bytes: args.max_body_bytes,
             admin_api: args.admin_api,
             runtime,
         },
-        metrics,
     );
+    let scheduler = state.scheduler().clone();
+    match args.scheduler {
+        SchedulerMode::Background => scheduler.start_background(),
+        SchedulerMode::Manual => scheduler.start_sweeper(),
+    }
     let api = http_api::router(state.clone());
     let management = http_api::management_router(state);
     tracing::info!(

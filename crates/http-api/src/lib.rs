@@ -27,8 +27,8 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use core_types::{Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess};
-//! use http_api::{ApiConfig, AppState, Metrics, router};
-//! use scheduler::{Scheduler, SchedulerParts};
+//! use http_api::{ApiConfig, AppState, router};
+//! use scheduler::{SchedulerConfig, SchedulerParts};
 //!
 //! struct Echo;
 //! #[async_trait::async_trait]
@@ -40,15 +40,13 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! // The metrics exist before the scheduler: they are its observer.
-//! let metrics = Arc::new(Metrics::new());
-//! let parts = SchedulerParts {
-//!     observer: metrics.clone(),
-//!     ..SchedulerParts::in_memory(Arc::new(Echo))
-//! };
-//! let scheduler = Scheduler::new(parts, Default::default());
-//! scheduler.start_background();
-//! let app = router(AppState::new(scheduler.clone(), ApiConfig::default(), metrics));
+//! let state = AppState::assemble(
+//!     SchedulerParts::in_memory(Arc::new(Echo)),
+//!     SchedulerConfig::default(),
+//!     ApiConfig::default(),
+//! );
+//! state.scheduler().start_background();
+//! let app = router(state);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! axum::serve(listener, axum::ServiceExt::into_make_service(app)).await.unwrap();
 //! # }
@@ -81,6 +79,7 @@ pub use runtime_config::{
     RuntimeConfig, format_iso_duration, parse_iso_duration,
 };
 pub use scheduler::Scheduler;
+use scheduler::{SchedulerConfig, SchedulerParts};
 use tower::{Layer, Service};
 
 /// The contract's default request body limit: 6 MiB.
@@ -118,15 +117,25 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `scheduler` with `config`. `metrics` must be the observer the
-    /// scheduler was built with: the exposition and admission's completion rates come
-    /// from what it observed. `config.runtime` becomes revision 1 of the runtime
-    /// configuration.
-    pub fn new(scheduler: Scheduler, config: ApiConfig, metrics: Arc<Metrics>) -> Self {
-        let admission = admission::Admission::new(config.runtime.clone(), Arc::clone(&metrics));
+    /// The scheduler built from `parts` with `scheduler_config`, observed by the API's
+    /// metrics (on the scheduler's clock, so completion rates, sync waits and the rate
+    /// limit share its time line), and the state over it. The one place the API and
+    /// the engine are put together: the binary and every test harness call it, so the
+    /// metrics can never observe a different scheduler than the one they expose.
+    /// `parts.observer` is replaced. `api.runtime` becomes revision 1 of the runtime
+    /// configuration. The scheduler's loops are not started.
+    pub fn assemble(
+        mut parts: SchedulerParts,
+        scheduler_config: SchedulerConfig,
+        api: ApiConfig,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::with_clock(Arc::clone(&parts.clock)));
+        parts.observer = Arc::clone(&metrics) as Arc<dyn scheduler::Observer>;
+        let scheduler = Scheduler::new(parts, scheduler_config);
+        let admission = admission::Admission::new(api.runtime.clone(), Arc::clone(&metrics));
         Self {
             scheduler,
-            config: Arc::new(config),
+            config: Arc::new(api),
             metrics,
             admission: Arc::new(admission),
         }

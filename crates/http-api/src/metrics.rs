@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use core_types::{Clock, ExecutionState, FunctionName, SystemClock, Timestamp};
+use core_types::{Clock, ExecutionState, FunctionName, Timestamp};
 use dashmap::DashMap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode_registry;
@@ -245,9 +245,9 @@ impl FunctionSeries {
     }
 }
 
-/// The control plane's metrics. Create it before the scheduler, hand it to the scheduler
-/// as [`SchedulerParts::observer`](scheduler::SchedulerParts::observer) and the same
-/// `Arc` to [`AppState::new`].
+/// The control plane's metrics: the scheduler's observer, and what
+/// `/actuator/prometheus` exposes. [`AppState::assemble`](crate::AppState::assemble) makes
+/// them the observer of the scheduler it builds.
 pub struct Metrics {
     clock: Arc<dyn Clock>,
     registry: Registry,
@@ -263,21 +263,10 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    /// Metrics on the system clock.
-    pub fn new() -> Self {
-        Self::with_clock(Arc::new(SystemClock))
-    }
-
     /// Metrics measuring completion rates, sync waits and the rate limit on `clock`;
-    /// give it the scheduler's clock so that all of them share one time line.
-    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+    /// given the scheduler's clock so that all of them share one time line.
+    pub(crate) fn with_clock(clock: Arc<dyn Clock>) -> Self {
         let families = Families::new();
         let mut registry = Registry::default();
         families.register(&mut registry);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use core_types::{Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorInfo};
-use http_api::{ApiConfig, AppState, Metrics, router};
-use scheduler::{Scheduler, SchedulerParts};
+use http_api::{ApiConfig, AppState, router};
+use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -39,17 +39,15 @@ struct Api {
 }
 
 fn api_with(config: ApiConfig) -> Api {
-    let metrics = Arc::new(Metrics::new());
-    let parts = SchedulerParts {
-        observer: metrics.clone(),
-        ..SchedulerParts::in_memory(Arc::new(Echo))
-    };
-    let scheduler = Scheduler::new(parts, Default::default());
-    let state = AppState::new(scheduler.clone(), config, metrics);
+    let state = AppState::assemble(
+        SchedulerParts::in_memory(Arc::new(Echo)),
+        SchedulerConfig::default(),
+        config,
+    );
     Api {
         app: router(state.clone()),
+        scheduler: state.scheduler().clone(),
         state,
-        scheduler,
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use core_types::{Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, headers};
-use http_api::{ApiConfig, AppState, Metrics, router};
-use scheduler::{Scheduler, SchedulerParts};
+use http_api::{ApiConfig, AppState, router};
+use scheduler::{Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -103,16 +103,15 @@ struct Fixture {
 
 /// The API's state with the admin routes on.
 fn state() -> AppState {
-    let metrics = Arc::new(Metrics::new());
-    let parts = SchedulerParts {
-        observer: metrics.clone(),
-        ..SchedulerParts::in_memory(Arc::new(Echo))
-    };
     let config = ApiConfig {
         admin_api: true,
         ..ApiConfig::default()
     };
-    AppState::new(Scheduler::new(parts, Default::default()), config, metrics)
+    AppState::assemble(
+        SchedulerParts::in_memory(Arc::new(Echo)),
+        SchedulerConfig::default(),
+        config,
+    )
 }
 
 async fn fixture() -> Fixture {

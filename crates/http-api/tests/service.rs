@@ -19,7 +19,7 @@ use core_types::{
     Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo,
     FunctionName, Timestamp,
 };
-use http_api::{ApiConfig, AppState, Metrics, RuntimeConfig, management_router, router};
+use http_api::{ApiConfig, AppState, RuntimeConfig, management_router, router};
 use scheduler::{MemoryLimits, RetryBackoff, Scheduler, SchedulerConfig, SchedulerParts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -63,10 +63,8 @@ fn service_within(config: ApiConfig, limits: MemoryLimits) -> Service {
     let clock = Arc::new(ManualClock::starting_at(Timestamp::from_millis(
         1_800_000_000_000,
     )));
-    let metrics = Arc::new(Metrics::with_clock(clock.clone()));
     let parts = SchedulerParts {
         clock: clock.clone(),
-        observer: metrics.clone(),
         ..SchedulerParts::in_memory_with(Arc::new(Scripted), limits)
     };
     // These stories hold invocations in the queue and release them with `:drain-once`,
@@ -77,12 +75,11 @@ fn service_within(config: ApiConfig, limits: MemoryLimits) -> Service {
         retry_backoff: RetryBackoff::NONE,
         ..SchedulerConfig::default()
     };
-    let scheduler = Scheduler::new(parts, scheduler_config);
-    let state = AppState::new(scheduler.clone(), config, metrics);
+    let state = AppState::assemble(parts, scheduler_config, config);
     Service {
         app: router(state.clone()),
+        scheduler: state.scheduler().clone(),
         state,
-        scheduler,
         clock,
     }
 }

@@ -5,7 +5,9 @@
 //! as insta snapshots without redactions.
 //!
 //! The clock and ids are `core_types::testing`'s, the scripted dispatcher is
-//! `scheduler::testing`'s: the same fakes the scheduler's own parity cases use.
+//! `scheduler::testing`'s: the same fakes the scheduler's own parity cases use. The
+//! router and the scheduler under it are put together by `AppState::assemble`, as in
+//! the binary and http-api's own tests.
 
 #![allow(
     dead_code,
@@ -20,7 +22,7 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use core_types::testing::{ManualClock, SequentialIds};
 use core_types::{Clock, Dispatch, ExecutionId, IdGenerator};
-use http_api::{ApiConfig, AppState, Metrics};
+use http_api::{ApiConfig, AppState};
 use scheduler::testing::ScriptedDispatch;
 pub(crate) use scheduler::testing::{Step, gate};
 use scheduler::{RetryBackoff, Scheduler, SchedulerConfig, SchedulerParts};
@@ -29,18 +31,6 @@ use tower::ServiceExt;
 
 /// The callback base the scheduler hands to dispatches (never called in-process).
 const CALLBACK_BASE_URL: &str = "http://127.0.0.1:8080/v1/internal/executions";
-
-/// The router over `scheduler`. The one place that builds an [`AppState`]: when its
-/// constructor changes (a metrics registry is on its way), only this function does.
-pub(crate) fn router_over(
-    scheduler: &Scheduler,
-    config: ApiConfig,
-    metrics: Arc<Metrics>,
-) -> http_api::Api {
-    http_api::router(AppState::new(scheduler.clone(), config, metrics))
-}
-
-// ----- fakes -------------------------------------------------------------------------
 
 // ----- requests and answers ----------------------------------------------------------
 
@@ -259,9 +249,7 @@ impl Api {
                 request.execution_id, request.attempt, request.function.name, request.trace_id
             ));
         }));
-        let metrics = Arc::new(Metrics::with_clock(Arc::clone(&clock) as Arc<dyn Clock>));
         let mut parts = SchedulerParts::in_memory(Arc::clone(&dispatch) as Arc<dyn Dispatch>);
-        parts.observer = Arc::clone(&metrics) as Arc<dyn scheduler::Observer>;
         parts.clock = Arc::clone(&clock) as Arc<dyn Clock>;
         parts.ids = Arc::clone(&ids) as Arc<dyn IdGenerator>;
         let config_scheduler = SchedulerConfig {
@@ -273,10 +261,10 @@ impl Api {
             retry_backoff,
             ..SchedulerConfig::default()
         };
-        let scheduler = Scheduler::new(parts, config_scheduler);
+        let state = AppState::assemble(parts, config_scheduler, config);
         Self {
-            app: router_over(&scheduler, config, metrics),
-            scheduler,
+            app: http_api::router(state.clone()),
+            scheduler: state.scheduler().clone(),
             clock,
             ids,
             dispatch,
