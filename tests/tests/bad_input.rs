@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode, header};
 use http_api::ApiConfig;
 use serde_json::{Value, json};
-use support::{Answer, Api, Call, Step, action, complete, drain};
+use support::{Answer, Api, Call, Step, action, complete, drain, not_a_refusal};
 
 /// The body limit of these tests: small, so "too large" is cheap to send.
 const LIMIT: usize = 1024;
@@ -32,35 +32,6 @@ async fn api_with_echo() -> Api {
     api.register(json!({"name": ECHO, "image": "nanofaas/echo", "executionMode": "LOCAL"}))
         .await;
     api
-}
-
-/// Why `answer` is not a proper refusal (a 4xx with a JSON `{error, message}` body), or
-/// `None` if it is one.
-fn not_a_refusal(answer: &Answer) -> Option<String> {
-    if !answer.status.is_client_error() {
-        return Some(format!("answered {}", answer.status));
-    }
-    let content_type = answer
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !content_type.starts_with("application/json") {
-        return Some(format!(
-            "{} with Content-Type {content_type:?}",
-            answer.status
-        ));
-    }
-    let Ok(body) = &answer.body else {
-        return Some(format!("{} with a non-JSON body", answer.status));
-    };
-    let code_ok = body["error"].as_str().is_some_and(|code| {
-        !code.is_empty() && code.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-    });
-    if !code_ok || !body["message"].is_string() {
-        return Some(format!("{} with body {body}", answer.status));
-    }
-    None
 }
 
 /// Sends calls, collecting every wrong answer so one run reports them all.

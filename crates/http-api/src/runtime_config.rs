@@ -472,6 +472,7 @@ pub(crate) async fn get_config(State(state): State<AppState>) -> Json<Value> {
         (status = 200, description = "Applied", body = Change),
         (status = 400, description = "`MALFORMED_JSON`, or `VALIDATION_ERROR` (wrong type, bad duration, missing `expectedRevision`)", body = ErrorBody),
         (status = 409, description = "`REVISION_MISMATCH`; the body also carries `currentRevision`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
         (status = 422, description = "`INVALID_RUNTIME_CONFIG`; the body also lists every problem in `errors`", body = ErrorBody),
     )
@@ -515,6 +516,7 @@ pub(crate) async fn patch_config(
     responses(
         (status = 200, description = "`{\"valid\": true}`", body = Object),
         (status = 400, description = "`MALFORMED_JSON` or `VALIDATION_ERROR`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
         (status = 422, description = "`INVALID_RUNTIME_CONFIG`; the body also lists every problem in `errors`", body = ErrorBody),
     )

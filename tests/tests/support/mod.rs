@@ -209,6 +209,35 @@ impl Answer {
     }
 }
 
+/// Why `answer` is not a proper refusal (a 4xx with a JSON `{error, message}` body), or
+/// `None` if it is one.
+pub(crate) fn not_a_refusal(answer: &Answer) -> Option<String> {
+    if !answer.status.is_client_error() {
+        return Some(format!("answered {}", answer.status));
+    }
+    let content_type = answer
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/json") {
+        return Some(format!(
+            "{} with Content-Type {content_type:?}",
+            answer.status
+        ));
+    }
+    let Ok(body) = &answer.body else {
+        return Some(format!("{} with a non-JSON body", answer.status));
+    };
+    let code_ok = body["error"].as_str().is_some_and(|code| {
+        !code.is_empty() && code.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+    });
+    if !code_ok || !body["message"].is_string() {
+        return Some(format!("{} with body {body}", answer.status));
+    }
+    None
+}
+
 // ----- the harness -------------------------------------------------------------------
 
 /// The router over a real scheduler with a manual clock, sequential ids and a scripted
