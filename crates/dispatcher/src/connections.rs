@@ -73,9 +73,19 @@ pub(crate) enum ConnectError {
     /// mismatch is an error, not a panic).
     #[error("{0:?} is not a valid TLS server name")]
     ServerName(Arc<str>),
-    /// The TLS handshake failed (an untrusted or mismatched certificate included).
+    /// The TLS handshake failed (a mismatched certificate included).
     #[error("TLS handshake failed")]
     Tls(#[source] io::Error),
+    /// The server's certificate chains to no trusted root: the most likely TLS failure
+    /// of a private endpoint, so it says what to do about it.
+    #[error(
+        "TLS handshake failed: the server's certificate is not issued by a trusted root \
+         (the platform's, or the extra roots of the configuration)"
+    )]
+    UntrustedCertificate(#[source] io::Error),
+    /// What came back is not TLS at all.
+    #[error("TLS handshake failed: the endpoint does not speak TLS (is it http://?)")]
+    NotTls(#[source] io::Error),
     /// The HTTP/1.1 handshake failed.
     #[error(transparent)]
     Handshake(#[from] hyper::Error),
@@ -208,7 +218,7 @@ impl Connections {
                 let tls = TlsConnector::from(config)
                     .connect(name, tcp)
                     .await
-                    .map_err(ConnectError::Tls)?;
+                    .map_err(tls_failure)?;
                 Stream::Tls(Box::new(tls))
             }
         };
@@ -269,6 +279,18 @@ impl Connections {
     pub(crate) fn idle_count(&self) -> (usize, usize) {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         (idle.len(), idle.values().map(Vec::len).sum())
+    }
+}
+
+/// A failed TLS handshake, told apart by the rustls error inside.
+fn tls_failure(error: io::Error) -> ConnectError {
+    use rustls::{CertificateError, Error};
+    match error.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            ConnectError::UntrustedCertificate(error)
+        }
+        Some(Error::InvalidMessage(_)) => ConnectError::NotTls(error),
+        _ => ConnectError::Tls(error),
     }
 }
 
