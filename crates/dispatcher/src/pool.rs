@@ -63,7 +63,8 @@ impl Default for PoolConfig {
 }
 
 /// Dispatches `POOL` functions (and `DEPLOYMENT` functions once they have an endpoint)
-/// over HTTP/1.1 (on TLS for `https://` endpoints), through one pool of keep-alive connections shared by every function.
+/// over HTTP/1.1 (on TLS for `https://` endpoints), through one pool of keep-alive
+/// connections shared by every function.
 ///
 /// Each dispatch drives its own keep-alive connection (see `connections.rs`), not a
 /// general-purpose client: dispatch needs one `POST` with fixed headers, no redirects,
