@@ -12,13 +12,14 @@
 //! on this task with `tokio::try_join!`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::ServiceExt;
 use clap::{Parser, ValueEnum};
 use core_types::DurationMs;
-use dispatcher::{ModeRouter, PoolDispatcher};
+use dispatcher::{CertificateDer, ModeRouter, PoolConfig, PoolDispatcher};
 use http_api::{ApiConfig, AppState, InvalidRuntimeConfig, RuntimeConfig};
 use scheduler::{MemoryLimits, RetryBackoff, SchedulerConfig, SchedulerParts};
 use signals::shutdown_signal;
@@ -127,6 +128,10 @@ struct Args {
     /// Serve `/v1/admin/runtime-config` (GET, PATCH, validate).
     #[arg(long, env = "CONTROL_PLANE_ADMIN_API")]
     admin_api: bool,
+    /// PEM file of root certificates trusted for `https://` function endpoints, besides
+    /// the platform's (a cluster's private CA, a self-signed endpoint).
+    #[arg(long, env = "CONTROL_PLANE_DISPATCH_CA_FILE", value_name = "PATH")]
+    dispatch_ca_file: Option<PathBuf>,
     #[command(flatten)]
     runtime: RuntimeFlags,
 }
@@ -197,6 +202,14 @@ fn parse_positive_duration(text: &str) -> Result<DurationMs, String> {
     Ok(DurationMs(millis))
 }
 
+/// The extra roots of `--dispatch-ca-file`, read and checked before anything starts: a
+/// bad file is a start-up error, not a `DISPATCH_ERROR` on every `https` attempt.
+fn dispatch_roots(file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+    file.map_or(Ok(Vec::new()), |path| {
+        dispatcher::read_pem_certificates(path).map_err(|e| format!("--dispatch-ca-file: {e}"))
+    })
+}
+
 /// A size flag as bytes (saturating on 32-bit targets).
 fn bytes(size: bytesize::ByteSize) -> usize {
     usize::try_from(size.as_u64()).unwrap_or(usize::MAX)
@@ -255,6 +268,8 @@ fn build_runtime(worker_threads: Option<u16>) -> std::io::Result<tokio::runtime:
 async fn run(args: Args) -> std::io::Result<()> {
     // Refuse flags that do not fit together before binding anything.
     let runtime = args.runtime.to_config().map_err(std::io::Error::other)?;
+    let extra_root_certificates =
+        dispatch_roots(args.dispatch_ca_file.as_deref()).map_err(std::io::Error::other)?;
     let api_listener = TcpListener::bind(args.api_addr).await?;
     let management_listener = TcpListener::bind(args.management_addr).await?;
     let api_addr = api_listener.local_addr()?;
@@ -263,7 +278,10 @@ async fn run(args: Args) -> std::io::Result<()> {
     let callback_base_url = args
         .callback_base_url
         .unwrap_or_else(|| format!("http://{api_addr}/v1/internal/executions"));
-    let pool = PoolDispatcher::new();
+    let pool = PoolDispatcher::with_config(PoolConfig {
+        extra_root_certificates,
+        ..PoolConfig::default()
+    });
     let parts = SchedulerParts::in_memory_with(
         Arc::new(ModeRouter::new(pool)),
         MemoryLimits {
@@ -406,6 +424,7 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Text);
         assert!(!args.admin_api);
         assert_eq!(args.worker_threads, None);
+        assert_eq!(args.dispatch_ca_file, None);
         assert_eq!(args.runtime.to_config().unwrap(), RuntimeConfig::default());
         assert_eq!(args.runtime.rate_max_per_second, 100_000);
     }
@@ -454,6 +473,35 @@ mod tests {
                 sync_queue_retry_after_seconds: 4,
             }
         );
+    }
+
+    #[test]
+    fn a_dispatch_ca_file_that_cannot_be_used_stops_the_start_with_its_reason() {
+        assert_eq!(dispatch_roots(None).unwrap(), Vec::new());
+        let dir = std::env::temp_dir().join(format!("control-plane-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let missing = dir.join("missing.pem");
+        let error = dispatch_roots(Some(&missing)).unwrap_err();
+        assert!(
+            error.starts_with("--dispatch-ca-file: cannot read "),
+            "{error}"
+        );
+        assert!(error.contains("missing.pem"), "{error}");
+
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "no certificate here\n").unwrap();
+        let error = dispatch_roots(Some(&not_pem)).unwrap_err();
+        assert!(error.contains("holds no PEM certificate"), "{error}");
+
+        let args = Args::try_parse_from([
+            "control-plane",
+            "--dispatch-ca-file",
+            not_pem.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(args.dispatch_ca_file.as_deref(), Some(not_pem.as_path()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -64,6 +64,11 @@ pub type DispatchOutcome = Result<DispatchSuccess, DispatchFailure>;
 pub trait Dispatch: Send + Sync + 'static {
     /// Runs one attempt.
     async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome;
+
+    /// Lets go of resources idle for too long (pooled connections). The scheduler's
+    /// sweeper calls it periodically, because a dispatcher owns no task of its own to
+    /// do it; it must not block. Nothing to do by default.
+    fn sweep_idle(&self) {}
 }
 
 /// What time it is (wall clock, for records and metrics).

@@ -3,8 +3,9 @@
 //! Owns:
 //! - `LOCAL`: [`LocalDispatcher`], the built-in echo (output = input, warm, no network);
 //! - `POOL`: [`PoolDispatcher`], one `POST <endpointUrl>` per attempt over a pooled
-//!   keep-alive HTTP/1.1 connection that the dispatch itself drives (no connection
-//!   tasks), mapping the answer to an output or to a `FUNCTION_ERROR` /
+//!   keep-alive HTTP/1.1 connection (TLS for `https://`, trusting the platform's roots
+//!   and any read by [`read_pem_certificates`]) that the dispatch itself drives (no
+//!   connection tasks; idle ones are closed by `Dispatch::sweep_idle`), mapping the answer to an output or to a `FUNCTION_ERROR` /
 //!   `DISPATCH_ERROR` (the runtime wire contract of `docs/api.md`); the deadline
 //!   (`DISPATCH_TIMEOUT`) is the scheduler's, which drops the dispatch when it runs out;
 //! - [`replica_env`], what the replicas of a `DEPLOYMENT` function are given, for
@@ -77,8 +78,11 @@ mod local;
 mod pool;
 mod provider;
 mod router;
+mod tls;
 
 pub use local::LocalDispatcher;
 pub use pool::{DEFAULT_MAX_RESPONSE_BYTES, PoolConfig, PoolDispatcher};
 pub use provider::replica_env;
 pub use router::ModeRouter;
+pub use rustls_pki_types::CertificateDer;
+pub use tls::{CertificateFileError, read_pem_certificates};

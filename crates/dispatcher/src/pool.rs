@@ -12,10 +12,11 @@ use core_types::{
 use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::Authority;
 use hyper::{Request, Uri};
+use rustls_pki_types::{CertificateDer, ServerName};
 
-use crate::connections::{Conn, Connections};
+use crate::connections::{Conn, Connections, Origin, Scheme};
+use crate::tls::Tls;
 
 /// Largest response body read by default (32 MiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
@@ -42,6 +43,12 @@ pub struct PoolConfig {
     pub pool_max_idle_per_host: usize,
     /// Largest response body accepted; a larger 2xx body is a `FUNCTION_ERROR`.
     pub max_response_bytes: usize,
+    /// Roots trusted for `https://` endpoints besides the platform's (a private CA of
+    /// the cluster, a self-signed endpoint); [`read_pem_certificates`] reads and checks
+    /// them from a PEM file.
+    ///
+    /// [`read_pem_certificates`]: crate::read_pem_certificates
+    pub extra_root_certificates: Vec<CertificateDer<'static>>,
 }
 
 impl Default for PoolConfig {
@@ -50,12 +57,14 @@ impl Default for PoolConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            extra_root_certificates: Vec::new(),
         }
     }
 }
 
 /// Dispatches `POOL` functions (and `DEPLOYMENT` functions once they have an endpoint)
-/// over HTTP/1.1, through one pool of keep-alive connections shared by every function.
+/// over HTTP/1.1 (on TLS for `https://` endpoints), through one pool of keep-alive
+/// connections shared by every function.
 ///
 /// Each dispatch drives its own keep-alive connection (see `connections.rs`), not a
 /// general-purpose client: dispatch needs one `POST` with fixed headers, no redirects,
@@ -81,8 +90,8 @@ struct Endpoints(RwLock<HashMap<Box<str>, Target>>);
 /// the bytes.
 #[derive(Clone, Debug)]
 struct Target {
-    /// `host:port`: which connections serve it.
-    authority: Authority,
+    /// Scheme, host and port: which connections serve it.
+    origin: Origin,
     /// The origin-form request target (`/invoke?x=1`).
     path: Uri,
     /// The `Host` header.
@@ -100,15 +109,37 @@ impl Endpoints {
         let uri: Uri = endpoint
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
             Some(other) => {
-                return Err(format!("scheme {other}:// is not supported (only http://)"));
+                return Err(format!(
+                    "scheme {other}:// is not supported (only http:// and https://)"
+                ));
             }
-            None => return Err("an absolute http:// URL is required".to_owned()),
-        }
+            None => return Err("an absolute http:// or https:// URL is required".to_owned()),
+        };
         let Some(authority) = uri.authority().cloned().filter(|a| !a.host().is_empty()) else {
             return Err("the URL has no host".to_owned());
+        };
+        // `[::1]` is connected to (and named to TLS) as `::1`; host names compare
+        // without case, so `Fn.Local` and `fn.local` share connections.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        if scheme == Scheme::Https && ServerName::try_from(host.as_str()).is_err() {
+            return Err(format!("{host:?} is not a valid TLS server name"));
+        }
+        let port = authority.port_u16().unwrap_or(match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        });
+        let origin = Origin {
+            scheme,
+            host: host.into(),
+            port,
         };
         let path = uri
             .path_and_query()
@@ -116,11 +147,7 @@ impl Endpoints {
             .map_or_else(|| Ok(Uri::from_static("/")), Uri::try_from)
             .map_err(|e| e.to_string())?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-        let target = Target {
-            authority,
-            path,
-            host,
-        };
+        let target = Target { origin, path, host };
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= Self::MAX {
             map.clear();
@@ -144,14 +171,18 @@ impl PoolDispatcher {
 
     /// A dispatcher with `config`.
     ///
-    /// Dispatches speak plain HTTP/1.1 (function endpoints are cluster-internal) on
-    /// connections with `TCP_NODELAY`, ignore proxy settings of the environment, and do
-    /// not follow redirects (a 3xx is a non-2xx answer).
+    /// Dispatches speak HTTP/1.1, in the clear for `http://` endpoints and over TLS
+    /// (1.2 or 1.3, SNI from the URL's host, the platform's roots and
+    /// `extra_root_certificates` trusted) for `https://` ones, on connections with
+    /// `TCP_NODELAY`; they ignore proxy settings of the environment and do not follow
+    /// redirects (a 3xx is a non-2xx answer). The platform's roots are read at the
+    /// first `https` dispatch, not here.
     pub fn with_config(config: PoolConfig) -> Self {
         Self {
             connections: Arc::new(Connections::new(
                 config.pool_idle_timeout,
                 config.pool_max_idle_per_host,
+                Tls::new(config.extra_root_certificates),
             )),
             max_response_bytes: config.max_response_bytes,
             endpoints: Arc::default(),
@@ -173,11 +204,11 @@ impl PoolDispatcher {
         let mut headers = request_headers(request)?;
         headers.insert(HOST, target.host);
         *outgoing.headers_mut() = headers;
-        let authority = target.authority;
+        let origin = target.origin;
 
         let mut conn = self
             .connections
-            .get(&authority)
+            .get(&origin)
             .await
             .map_err(|e| transport_error("cannot connect to", &e, endpoint, request))?;
         let response = conn
@@ -196,7 +227,7 @@ impl PoolDispatcher {
                 request,
             )
             .await;
-        self.connections.put(authority, conn);
+        self.connections.put(origin, conn);
         outcome
     }
 
@@ -310,6 +341,16 @@ impl Dispatch for PoolDispatcher {
         // same length would only race it). Dropped mid-request, the connection goes
         // with the future and is never reused.
         self.call(endpoint, &request).await
+    }
+
+    /// Closes idle connections past the pool's idle timeout (or closed by their
+    /// peer): without it, those to endpoints nobody dispatches to any more would stay
+    /// open for good, since nothing else looks at them.
+    fn sweep_idle(&self) {
+        let closed = self.connections.sweep();
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle pooled connections");
+        }
     }
 }
 
@@ -480,17 +521,49 @@ mod tests {
     fn an_endpoint_url_becomes_its_connection_key_request_target_and_host() {
         let endpoints = Endpoints::default();
         let target = endpoints.parse("http://fn.local:9000/invoke?x=1").unwrap();
-        assert_eq!(target.authority.as_str(), "fn.local:9000");
+        assert_eq!(
+            target.origin,
+            Origin {
+                scheme: Scheme::Http,
+                host: "fn.local".into(),
+                port: 9000
+            }
+        );
         assert_eq!(target.path.to_string(), "/invoke?x=1");
         assert_eq!(target.host, "fn.local:9000");
         // Asked again, the same answer (from the cache).
         let again = endpoints.parse("http://fn.local:9000/invoke?x=1").unwrap();
         assert_eq!(again.path, target.path);
         assert_eq!(endpoints.parse("http://fn.local").unwrap().path, "/");
+        assert_eq!(endpoints.parse("http://fn.local").unwrap().origin.port, 80);
+
+        // https: its own origin (never sharing connections with http on the same port),
+        // 443 by default, the host lower-cased and unbracketed for SNI and connecting.
+        let secure = endpoints.parse("https://Fn.Local/invoke").unwrap();
+        assert_eq!(
+            secure.origin,
+            Origin {
+                scheme: Scheme::Https,
+                host: "fn.local".into(),
+                port: 443
+            }
+        );
+        assert_eq!(secure.host, "Fn.Local");
+        let plain_same_port = endpoints.parse("http://fn.local:443/invoke").unwrap();
+        assert_ne!(plain_same_port.origin, secure.origin);
+        assert_eq!(
+            endpoints
+                .parse("https://[::1]:8443/")
+                .unwrap()
+                .origin
+                .host
+                .as_ref(),
+            "::1"
+        );
 
         for (bad, why) in [
-            ("https://fn.local/invoke", "only http://"),
-            ("/invoke", "absolute http:// URL"),
+            ("ftp://fn.local/invoke", "only http:// and https://"),
+            ("/invoke", "absolute http:// or https:// URL"),
             ("http:///invoke", ""),
             ("not a url", ""),
         ] {

@@ -54,6 +54,11 @@ impl Dispatch for ModeRouter {
             )),
         }
     }
+
+    fn sweep_idle(&self) {
+        self.local.sweep_idle();
+        self.pool.sweep_idle();
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +128,32 @@ mod tests {
                 .unwrap(),
             "pool"
         );
+    }
+
+    /// Counts the sweeps it is asked for.
+    #[derive(Default)]
+    struct Sweeps(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Dispatch for Sweeps {
+        async fn dispatch(&self, _request: DispatchRequest) -> DispatchOutcome {
+            Ok(DispatchSuccess::warm(Payload::string("swept")))
+        }
+
+        fn sweep_idle(&self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_sweep_reaches_every_dispatcher() {
+        let (local, pool) = (Arc::new(Sweeps::default()), Arc::new(Sweeps::default()));
+        let router = ModeRouter::with_dispatchers(local.clone(), pool.clone());
+        router.sweep_idle();
+        router.sweep_idle();
+        for swept in [&local, &pool] {
+            assert_eq!(swept.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        }
     }
 
     #[tokio::test]

@@ -91,7 +91,9 @@ impl Scheduler {
     }
 
     /// Starts the periodic eviction of finished records and idempotency keys past
-    /// their TTL (started by `start_background` too; call it alone in manual mode).
+    /// their TTL, and the dispatcher's sweep of what it holds idle
+    /// ([`Dispatch::sweep_idle`]: pooled connections), every `sweep_interval` (started
+    /// by `start_background` too; call it alone in manual mode).
     pub fn start_sweeper(&self) {
         let parts = self.inner.parts.clone();
         let every = self.inner.config.sweep_interval;
@@ -110,6 +112,9 @@ impl Scheduler {
                 if records + keys > 0 {
                     tracing::debug!(records, keys, "evicted expired entries");
                 }
+                // Here because the dispatcher spawns nothing: its idle connections to
+                // endpoints no longer used are closed only if someone asks.
+                parts.dispatch.sweep_idle();
             }
         });
     }
