@@ -96,7 +96,7 @@ impl ReadyFunctions {
 ///
 /// Besides the FIFO line, a queue holds retries that are not due yet (waiting out their
 /// backoff, or held until their `queued` record is written): they count towards the
-/// depth and the capacity, but [`pop`](Self::pop) never hands them out before their due
+/// depth and the capacity, but [`take`](Self::take) never hands them out before their due
 /// time. A due retry joins the tail of the line.
 #[derive(Debug)]
 pub struct FunctionQueue {
@@ -282,7 +282,7 @@ impl FunctionQueue {
 
     /// Takes a place for a retry without making it eligible yet: it counts towards the
     /// depth and the capacity, [`remove`](Self::remove) and [`close`](Self::close) see
-    /// it, but [`pop`](Self::pop) does not hand it out until
+    /// it, but [`take`](Self::take) does not hand it out until
     /// [`schedule_retry`](Self::schedule_retry) names its due time. The caller writes
     /// the retry's record in between, so no attempt of it can start before that write.
     pub fn hold_retry(&self, execution: QueuedExecution) -> Result<(), PushError> {
@@ -301,7 +301,7 @@ impl FunctionQueue {
     }
 
     /// Makes a held retry eligible at `due`: at once (at the tail, announced) when
-    /// `due <= now`, else once [`pop`](Self::pop) is asked at or after `due`. `false`
+    /// `due <= now`, else once [`take`](Self::take) is asked at or after `due`. `false`
     /// when `id` is no longer held (it ended in the meantime).
     pub fn schedule_retry(&self, id: &ExecutionId, due: Timestamp, now: Timestamp) -> bool {
         let due_now = {
