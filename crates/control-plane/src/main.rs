@@ -5,22 +5,24 @@
 //! [`scheduler::Scheduler`] over in-memory stores with the configured TTLs, serving
 //! [`http_api::router`] on the API listener and [`http_api::management_router`] on the
 //! management listener (the same [`http_api::Metrics`] observing the scheduler and
-//! serving `/actuator/prometheus`), and graceful shutdown on SIGINT/SIGTERM (stop accepting, then
-//! [`scheduler::Scheduler::shutdown`] ends every remaining execution).
+//! serving `/actuator/prometheus`) through [`http_server::serve`] with the HTTP limits,
+//! and graceful shutdown on SIGINT/SIGTERM: [`scheduler::Scheduler::shutdown`] refuses
+//! new invocations and lets in-flight work finish within the grace while both listeners
+//! still accept (runtimes report results through `:complete`), then the listeners drain.
 //!
-//! It spawns nothing itself (only the scheduler owns tasks): both listeners are served
-//! on this task with `tokio::try_join!`.
+//! It spawns nothing itself (the scheduler owns the engine's tasks, the HTTP server its
+//! connections): both listeners are served on this task with `tokio::join!`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::ServiceExt;
 use clap::{Parser, ValueEnum};
 use core_types::DurationMs;
 use dispatcher::{CertificateDer, ModeRouter, PoolConfig, PoolDispatcher};
 use http_api::{ApiConfig, AppState, InvalidRuntimeConfig, RuntimeConfig};
+use http_server::HttpLimits;
 use scheduler::{MemoryLimits, RetryBackoff, SchedulerConfig, SchedulerParts};
 use signals::shutdown_signal;
 use tokio::net::TcpListener;
@@ -133,7 +135,54 @@ struct Args {
     #[arg(long, env = "CONTROL_PLANE_DISPATCH_CA_FILE", value_name = "PATH")]
     dispatch_ca_file: Option<PathBuf>,
     #[command(flatten)]
+    http: HttpFlags,
+    #[command(flatten)]
     runtime: RuntimeFlags,
+}
+
+/// The limits of both listeners (defaults: [`HttpLimits::default`]).
+#[derive(Debug, clap::Args)]
+struct HttpFlags {
+    /// How long a client has to send a whole request head (ISO-8601); past it the
+    /// connection is closed.
+    #[arg(long, env = "CONTROL_PLANE_HTTP_HEADER_READ_TIMEOUT", default_value = "PT10S", value_parser = parse_positive_wait)]
+    http_header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (ISO-8601).
+    #[arg(long, env = "CONTROL_PLANE_HTTP_IDLE_TIMEOUT", default_value = "PT60S", value_parser = parse_positive_wait)]
+    http_idle_timeout: Duration,
+    /// How long a request body may take to arrive (ISO-8601); past it: 408.
+    #[arg(long, env = "CONTROL_PLANE_HTTP_BODY_READ_TIMEOUT", default_value = "PT60S", value_parser = parse_positive_wait)]
+    http_body_read_timeout: Duration,
+    /// The largest request line plus headers (`64KiB`); larger: 431.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_HTTP_MAX_HEAD_BYTES",
+        default_value = "64KiB"
+    )]
+    http_max_head_bytes: bytesize::ByteSize,
+    /// Connections each listener keeps open at once; more wait until one closes.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_HTTP_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    http_max_connections: u32,
+}
+
+impl HttpFlags {
+    /// The limits, if they can serve.
+    fn to_limits(&self) -> Result<HttpLimits, http_server::InvalidLimits> {
+        let limits = HttpLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            idle_timeout: self.http_idle_timeout,
+            body_read_timeout: self.http_body_read_timeout,
+            max_head_bytes: bytes(self.http_max_head_bytes),
+            max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
 }
 
 /// The runtime configuration's starting values (revision 1; the admin API changes them
@@ -190,6 +239,15 @@ impl RuntimeFlags {
 /// A strict ISO-8601 duration (`PT2S`, `PT0.5S`), zero or more.
 fn parse_wait(text: &str) -> Result<Duration, String> {
     http_api::parse_iso_duration(text).map_err(|e| e.to_string())
+}
+
+/// A strict ISO-8601 duration, positive.
+fn parse_positive_wait(text: &str) -> Result<Duration, String> {
+    let duration = parse_wait(text)?;
+    if duration.is_zero() {
+        return Err(format!("must be positive, got {text}"));
+    }
+    Ok(duration)
 }
 
 /// An ISO-8601 duration (`PT5M`, `PT0.5S`), positive, as milliseconds.
@@ -268,6 +326,7 @@ fn build_runtime(worker_threads: Option<u16>) -> std::io::Result<tokio::runtime:
 async fn run(args: Args) -> std::io::Result<()> {
     // Refuse flags that do not fit together before binding anything.
     let runtime = args.runtime.to_config().map_err(std::io::Error::other)?;
+    let limits = args.http.to_limits().map_err(std::io::Error::other)?;
     let extra_root_certificates =
         dispatch_roots(args.dispatch_ca_file.as_deref()).map_err(std::io::Error::other)?;
     let api_listener = TcpListener::bind(args.api_addr).await?;
@@ -324,40 +383,41 @@ async fn run(args: Args) -> std::io::Result<()> {
         "control plane listening"
     );
 
-    // One signal, seen by both servers.
-    let stop = tokio::sync::watch::channel(false);
-    let (stop_tx, stop_rx) = stop;
-    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stopped| *stopped).await;
-    };
+    // The signal ends the engine first: `shutdown` refuses new invocations at once, and
+    // while it waits out the grace both listeners still accept, so the callbacks of
+    // in-flight executions land. Only then do the listeners drain.
     let grace = Duration::from_millis(args.shutdown_grace.0);
+    let drain = tokio_util::sync::CancellationToken::new();
     let stopping = scheduler.clone();
-    let signal = async move {
+    let signal = async {
         shutdown_signal().await;
         tracing::info!(
             ?grace,
-            "shutdown signal received; no longer accepting requests"
+            "shutdown signal received; refusing new invocations, accepting callbacks until in-flight work ends or the grace is over"
         );
-        let _ = stop_tx.send(true);
-        // End every execution while the servers drain: the sync invokes they are still
-        // serving wait on those executions and get their answers from this.
         stopping.shutdown(grace).await;
-        Ok::<(), std::io::Error>(())
+        tracing::info!("no execution left; closing the listeners");
+        drain.cancel();
     };
-    let serve_api = axum::serve(api_listener, api.into_make_service())
-        .with_graceful_shutdown(wait_stop(stop_rx.clone()))
-        .into_future();
-    let serve_management = axum::serve(management_listener, management.into_make_service())
-        .with_graceful_shutdown(wait_stop(stop_rx))
-        .into_future();
-    let served = tokio::try_join!(signal, serve_api, serve_management);
-    if served.is_err() {
-        // A listener failed before any signal: still answer everyone waiting.
-        scheduler.shutdown(grace).await;
-    }
+    let drain_limit = DRAIN_LIMIT.min(grace);
+    tokio::join!(
+        signal,
+        http_server::serve(api_listener, api, limits, drain.cancelled(), drain_limit),
+        http_server::serve(
+            management_listener,
+            management,
+            limits,
+            drain.cancelled(),
+            drain_limit
+        ),
+    );
     tracing::info!("control plane stopped");
-    served.map(|_| ())
+    Ok(())
 }
+
+/// After the grace, how long answers still being written may take before their
+/// connections are closed (idle connections and half-sent requests close at once).
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// The shutdown signal, without spawning.
 mod signals {
@@ -425,6 +485,7 @@ mod tests {
         assert!(!args.admin_api);
         assert_eq!(args.worker_threads, None);
         assert_eq!(args.dispatch_ca_file, None);
+        assert_eq!(args.http.to_limits().unwrap(), HttpLimits::default());
         assert_eq!(args.runtime.to_config().unwrap(), RuntimeConfig::default());
         assert_eq!(args.runtime.rate_max_per_second, 100_000);
     }

@@ -57,6 +57,10 @@ pub enum ErrorCode {
     InvalidRuntimeConfig,
     /// An admitted sync invocation stayed queued past the sync queue's maximum wait.
     QueueTimeout,
+    /// The request body did not arrive within the server's body read timeout.
+    RequestTimeout,
+    /// The request line and headers are over the server's limit.
+    RequestHeaderFieldsTooLarge,
     /// Something failed inside the control plane.
     InternalError,
 }
@@ -88,6 +92,8 @@ impl ErrorCode {
             Self::RevisionMismatch => "REVISION_MISMATCH",
             Self::InvalidRuntimeConfig => "INVALID_RUNTIME_CONFIG",
             Self::QueueTimeout => "QUEUE_TIMEOUT",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
+            Self::RequestHeaderFieldsTooLarge => "REQUEST_HEADER_FIELDS_TOO_LARGE",
             Self::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -111,6 +117,7 @@ mod tests {
             ErrorCode::Shutdown,
             ErrorCode::InvalidRuntimeConfig,
             ErrorCode::QueueTimeout,
+            ErrorCode::RequestHeaderFieldsTooLarge,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
