@@ -655,10 +655,29 @@ async fn bad_timeout_attempt_and_key_headers_are_400() {
             let call =
                 Call::post_json(action(ECHO, verb), &invocation).header_bytes(name, b"caf\xe9");
             sweep.invalid_field(call, &name.to_ascii_lowercase()).await;
+            // Kept with the execution for a TTL, so bounded: 256 bytes at most.
+            let call =
+                Call::post_json(action(ECHO, verb), &invocation).header(name, &"k".repeat(257));
+            sweep.invalid_field(call, &name.to_ascii_lowercase()).await;
         }
     }
     sweep.finish();
     assert_unharmed(&api).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idempotency_key_of_256_bytes_names_its_execution() {
+    let api = api_with_echo().await;
+    let longest = "k".repeat(256);
+    let enqueue = || {
+        Call::post_json(action(ECHO, "enqueue"), &json!({"input": 1}))
+            .header("Idempotency-Key", &longest)
+            .header("X-Trace-Id", &longest)
+    };
+    let first = api.send(&enqueue()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    let replay = api.send(&enqueue()).await;
+    assert_eq!(replay.execution_id(), first.execution_id());
 }
 
 #[tokio::test(start_paused = true)]

@@ -69,6 +69,17 @@ string_id!(
     TraceId
 );
 
+impl IdempotencyKey {
+    /// The longest key accepted, in bytes: enough for a UUID or a hash with a prefix,
+    /// and it keeps what every remembered claim costs small and bounded.
+    pub const MAX_BYTES: usize = 256;
+}
+
+impl TraceId {
+    /// The longest trace id accepted, in bytes (a W3C `traceparent` is 55).
+    pub const MAX_BYTES: usize = 256;
+}
+
 impl FunctionName {
     /// Checks the name rule of the contract.
     pub fn parse(name: &str) -> Result<Self, InvalidName> {

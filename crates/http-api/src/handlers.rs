@@ -201,8 +201,8 @@ pub(crate) async fn set_replicas(
                    answers 200, whatever its status; a wait that runs out ends it as `timeout`.",
     params(
         ("name" = FunctionName, Path, description = "The function's name"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Within the key's TTL the same key returns the same execution (shared with `:enqueue`, scoped per function)"),
-        ("X-Trace-Id" = Option<String>, Header, nullable = false, description = "Passed on to the function"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 256, description = "Within the key's TTL the same key returns the same execution (shared with `:enqueue`, scoped per function)"),
+        ("X-Trace-Id" = Option<String>, Header, nullable = false, max_length = 256, description = "Passed on to the function"),
         ("X-Timeout-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 300000, description = "How long to wait for the result"),
     ),
     request_body = InvocationRequest,
@@ -231,8 +231,8 @@ pub(crate) async fn set_replicas(
     summary = "Queue an invocation of a function",
     params(
         ("name" = FunctionName, Path, description = "The function's name"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Within the key's TTL the same key returns the same execution (shared with `:invoke`, scoped per function)"),
-        ("X-Trace-Id" = Option<String>, Header, nullable = false, description = "Passed on to the function"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 256, description = "Within the key's TTL the same key returns the same execution (shared with `:invoke`, scoped per function)"),
+        ("X-Trace-Id" = Option<String>, Header, nullable = false, max_length = 256, description = "Passed on to the function"),
     ),
     request_body = InvocationRequest,
     responses(
@@ -362,12 +362,29 @@ fn sync_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
 /// The submission's headers; a sync caller (`wait`) subscribes to the result as it
 /// submits.
 fn submit_options(headers: &HeaderMap, wait: bool) -> Result<SubmitOptions, ApiError> {
-    let non_empty = |v: Option<&str>| v.filter(|t| !t.is_empty()).map(str::to_owned);
     Ok(SubmitOptions {
-        idempotency_key: non_empty(header_text(headers, IDEMPOTENCY_KEY)?).map(IdempotencyKey::new),
-        trace_id: non_empty(header_text(headers, X_TRACE_ID)?).map(TraceId::new),
+        idempotency_key: bounded_text(headers, IDEMPOTENCY_KEY, IdempotencyKey::MAX_BYTES)?
+            .map(IdempotencyKey::new),
+        trace_id: bounded_text(headers, X_TRACE_ID, TraceId::MAX_BYTES)?.map(TraceId::new),
         wait,
     })
+}
+
+/// A text header kept with the execution: absent when empty, refused when longer than
+/// `max_bytes` (it would be remembered for a TTL).
+fn bounded_text(
+    headers: &HeaderMap,
+    name: &str,
+    max_bytes: usize,
+) -> Result<Option<String>, ApiError> {
+    match header_text(headers, name)? {
+        None | Some("") => Ok(None),
+        Some(text) if text.len() > max_bytes => Err(ApiError::invalid(
+            header_display_name(name),
+            format!("must be at most {max_bytes} bytes, got {}", text.len()),
+        )),
+        Some(text) => Ok(Some(text.to_owned())),
+    }
 }
 
 // ----- executions --------------------------------------------------------------------
