@@ -23,6 +23,9 @@ test. An input that is not an object, or has no "mode", is echoed.
   {"mode": "callback", "output": X,           answer 202 with an empty body at once; a
    "after": "answer"}                         thread posts the callback once the test
                                               calls POST /release/<execution id>
+  {"mode": "callback", "output": X,           hold the call until the test calls
+   "after": "release"}                        POST /release/<execution id>, then post the
+                                              callback, then answer 202
 
 GET /stats answers what the runtime saw: every call per execution (attempt and
 headers), the most invocations it ever ran at once, and the status each callback got.
@@ -200,6 +203,10 @@ class Handler(BaseHTTPRequestHandler):
 
             self.answer(202)
             threading.Thread(target=later, daemon=True).start()
+        elif spec.get("after") == "release":
+            STATS.release_event(execution_id).wait(timeout=30)
+            post_callback(callback_base, execution_id, attempt, output)
+            self.answer(202)
         else:
             post_callback(callback_base, execution_id, attempt, output)
             self.answer(202)

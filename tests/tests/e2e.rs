@@ -13,6 +13,7 @@ use std::net::TcpListener;
 use processes::{ControlPlane, Runtime, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One control plane, one runtime and a client.
 struct Env {
@@ -502,4 +503,96 @@ async fn sigterm_lets_the_in_flight_sync_invocation_answer_and_exits_0() {
     assert_eq!(reply.body["status"], "success", "{}", reply.body);
     let status = env.plane.exit_status().await;
     assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test]
+async fn a_callback_during_the_shutdown_grace_completes_its_execution() {
+    let mut env = Env::start_with(&["--shutdown-grace", "PT20S"]).await;
+    env.pool_function("reports-late", json!({})).await;
+    // The runtime holds the dispatch until released, then reports through `:complete`.
+    let accepted = env
+        .enqueue(
+            "reports-late",
+            json!({"mode": "callback", "after": "release", "output": "late"}),
+            &[],
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    let id = accepted.execution_id();
+    eventually("the runtime to hold the dispatch", || async {
+        (env.runtime_stats().await["inFlight"] == 1).then_some(())
+    })
+    .await;
+
+    env.plane.terminate();
+    let enqueue = format!("{}/v1/functions/reports-late:enqueue", env.plane.api);
+    eventually("the control plane to refuse new invocations", || async {
+        let attempt = env
+            .http
+            .post(&enqueue)
+            .json(&json!({"input": 1}))
+            .send()
+            .await;
+        // Refused with 503, or (what this test guards against) no longer listening.
+        match attempt {
+            Ok(reply) => (reply.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(()),
+            Err(_) => Some(()),
+        }
+    })
+    .await;
+    env.send(env.http.post(format!("{}/release/{id}", env.runtime.url)))
+        .await;
+
+    assert_eq!(
+        env.callback_status(&id).await,
+        204,
+        "the runtime's result during the grace was taken"
+    );
+    let status = env.plane.exit_status().await;
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test]
+async fn sigterm_is_not_held_up_by_idle_connections_or_half_sent_requests() {
+    // Timeouts far beyond the test's deadline: only the drain may close these.
+    let mut env = Env::start_with(&[
+        "--http-header-read-timeout",
+        "PT60S",
+        "--http-idle-timeout",
+        "PT60S",
+        "--http-body-read-timeout",
+        "PT60S",
+    ])
+    .await;
+    let addr = env.plane.api.trim_start_matches("http://").to_owned();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let health = b"GET /actuator/health HTTP/1.1\r\nHost: test\r\n\r\n";
+    idle.write_all(health).await.unwrap();
+    let mut answer = [0; 512];
+    assert!(idle.read(&mut answer).await.unwrap() > 0, "answered");
+    let mut half_head = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half_head
+        .write_all(b"POST /v1/functions HTTP/1.1\r\nHost: te")
+        .await
+        .unwrap();
+    let mut half_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half_body
+        .write_all(
+            b"POST /v1/functions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"na",
+        )
+        .await
+        .unwrap();
+
+    env.plane.terminate();
+    let status = env.plane.exit_status().await;
+    assert_eq!(status.code(), Some(0), "{status}");
+    for (name, mut stream) in [
+        ("idle", idle),
+        ("half head", half_head),
+        ("half body", half_body),
+    ] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(processes::DEADLINE, stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the {name} connection is still open");
+    }
 }
