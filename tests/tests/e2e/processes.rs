@@ -174,6 +174,15 @@ impl ControlPlane {
         plane
     }
 
+    /// The process id (to read its memory from `/proc`).
+    #[allow(
+        dead_code,
+        reason = "this module is compiled into e2e.rs and hostile.rs; only hostile.rs reads memory"
+    )]
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
     /// Sends SIGTERM (through `sh`'s `kill`, so no `unsafe` and no extra crate).
     pub(crate) fn terminate(&self) {
         let pid = self.child.id().expect("still running").to_string();
