@@ -10,6 +10,7 @@
 //! | queue, store, dispatcher | core-types |
 //! | scheduler | core-types, queue, store (never dispatcher: it talks to the `Dispatch` port) |
 //! | http-api | core-types, queue, store, scheduler (never dispatcher: it never talks to runtimes) |
+//! | http-server | core-types (it serves any tower service: never the routes, the engine or the stores) |
 //! | control-plane | anything (the binary is where concrete types meet) |
 //! | tests | anything |
 //! | xtask | no workspace crate |
@@ -167,6 +168,11 @@ const POLICY: &[Rule] = &[
     Rule {
         krate: "http-api",
         internal: Allowed::Only(&["core-types", "queue", "store", "scheduler"]),
+        external: None,
+    },
+    Rule {
+        krate: "http-server",
+        internal: Allowed::Only(&["core-types"]),
         external: None,
     },
     Rule {
