@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::connection::ConnState;
 
@@ -17,28 +17,22 @@ use crate::connection::ConnState;
 #[error("the request body did not arrive within {0:?}")]
 pub(crate) struct BodyTooSlow(Duration);
 
-/// hyper's body, failing with [`BodyTooSlow`] once its deadline passes (and telling the
-/// connection, whose answer then becomes a 408). The timer is made only when the body
-/// is not all there at the first look: most bodies arrive with their head.
+/// hyper's body, failing with [`BodyTooSlow`] once `timeout` has passed since the
+/// server first waited for it (and telling the connection, whose answer then becomes a
+/// 408). The timer is made only then: most bodies arrive with their head, and cost no
+/// timer and no clock reading.
 #[derive(Debug)]
 pub(crate) struct DeadlineBody {
     inner: Incoming,
-    deadline: Instant,
     timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     state: Arc<ConnState>,
 }
 
 impl DeadlineBody {
-    pub(crate) fn new(
-        inner: Incoming,
-        deadline: Instant,
-        timeout: Duration,
-        state: Arc<ConnState>,
-    ) -> Self {
+    pub(crate) fn new(inner: Incoming, timeout: Duration, state: Arc<ConnState>) -> Self {
         Self {
             inner,
-            deadline,
             timeout,
             timer: None,
             state,
@@ -58,10 +52,10 @@ impl Body for DeadlineBody {
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        let deadline = this.deadline;
+        let timeout = this.timeout;
         let timer = this
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }

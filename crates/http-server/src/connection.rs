@@ -24,11 +24,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use crate::HttpLimits;
 use crate::body::DeadlineBody;
+use crate::drain::Drain;
 use crate::refusal;
 
 /// Where a connection is between requests.
@@ -48,7 +48,7 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct ConnState {
     started: Instant,
-    /// `(milliseconds since `started`) << 2 | phase`.
+    /// `(milliseconds since `started`) << 2 | phase`; a busy phase keeps no time.
     phase: AtomicU64,
     /// Set by a request body that ran out of time; the answer becomes a 408.
     body_expired: AtomicBool,
@@ -63,21 +63,25 @@ impl ConnState {
         }
     }
 
-    fn enter(&self, phase: Phase) {
+    /// Enters `Idle` or `Head`, which are timed from now.
+    fn enter_timed(&self, phase: Phase) {
         let since = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX >> 2);
         self.phase
             .store((since << 2) | phase as u64, Ordering::Relaxed);
     }
 
-    fn load(&self) -> (Phase, Instant) {
+    fn enter_busy(&self) {
+        self.phase.store(Phase::Busy as u64, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> (Phase, u64) {
         let packed = self.phase.load(Ordering::Relaxed);
         let phase = match packed & 0b11 {
             0 => Phase::Idle,
             1 => Phase::Head,
             _ => Phase::Busy,
         };
-        let since = self.started + std::time::Duration::from_millis(packed >> 2);
-        (phase, since)
+        (phase, packed >> 2)
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -87,22 +91,49 @@ impl ConnState {
     /// Bytes arrived: an idle connection starts receiving a head.
     fn bytes_arrived(&self) {
         if self.phase() == Phase::Idle {
-            self.enter(Phase::Head);
+            self.enter_timed(Phase::Head);
         }
     }
 
-    /// When the connection must have left its current phase; `None` while busy.
-    fn deadline(&self, limits: &HttpLimits) -> Option<Instant> {
+    /// When the connection must have left its current phase, in milliseconds since
+    /// its start; `None` while busy.
+    fn deadline_ms(&self, timeouts: &PhaseTimeouts) -> Option<u64> {
         let (phase, since) = self.load();
         match phase {
-            Phase::Idle => Some(since + limits.idle_timeout),
-            Phase::Head => Some(since + limits.header_read_timeout),
+            Phase::Idle => Some(since.saturating_add(timeouts.idle_ms)),
+            Phase::Head => Some(since.saturating_add(timeouts.head_ms)),
             Phase::Busy => None,
         }
     }
 
+    fn instant(&self, ms: u64) -> Instant {
+        self.started + std::time::Duration::from_millis(ms)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     pub(crate) fn expire_body(&self) {
         self.body_expired.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The phase timeouts of [`HttpLimits`] in milliseconds (at least one), the unit of
+/// [`ConnState`]'s clock.
+#[derive(Debug)]
+struct PhaseTimeouts {
+    head_ms: u64,
+    idle_ms: u64,
+}
+
+impl PhaseTimeouts {
+    fn new(limits: &HttpLimits) -> Self {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        Self {
+            head_ms: ms(limits.header_read_timeout),
+            idle_ms: ms(limits.idle_timeout),
+        }
     }
 }
 
@@ -183,7 +214,7 @@ pub(crate) async fn serve_connection<S>(
     peer: SocketAddr,
     service: S,
     limits: Arc<HttpLimits>,
-    draining: CancellationToken,
+    draining: Drain,
     _permit: OwnedSemaphorePermit,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
@@ -215,15 +246,23 @@ pub(crate) async fn serve_connection<S>(
         .max_buf_size(head_cap.max(HYPER_DEFAULT_BUFFER))
         .serve_connection(io, per_request);
     let mut connection = pin!(connection);
-    let first_deadline = state
-        .deadline(&limits)
-        .expect("a new connection waits for a head");
-    let mut watchdog = pin!(tokio::time::sleep_until(first_deadline));
-    let mut drain = pin!(draining.cancelled());
+    let timeouts = PhaseTimeouts::new(&limits);
+    let mut armed_ms = timeouts.head_ms;
+    let mut watchdog = pin!(tokio::time::sleep_until(state.instant(armed_ms)));
+    // Polled again only after it was moved or once it has fired: a timer that has
+    // stored this task's waker wakes it without being polled on every wake.
+    let mut watchdog_registered = false;
+    let mut drain_wake_up = pin!(draining.wake_up());
+    let mut drain_registered = false;
     let mut shutting_down = false;
 
     let end = poll_fn(|cx| {
-        if !shutting_down && drain.as_mut().poll(cx).is_ready() {
+        if !drain_registered {
+            // Stores this task's waker; the flag below says whether the drain started.
+            let _ = drain_wake_up.as_mut().poll(cx);
+            drain_registered = true;
+        }
+        if !shutting_down && draining.has_started() {
             if state.phase() != Phase::Busy {
                 return Poll::Ready(End::Drained);
             }
@@ -236,24 +275,29 @@ pub(crate) async fn serve_connection<S>(
         }
         // The poll may have changed the phase: a deadline earlier than the armed one
         // moves the timer; a later one waits for it to fire, and is looked at then.
-        if let Some(deadline) = state.deadline(&limits)
-            && deadline < watchdog.deadline()
+        if let Some(deadline) = state.deadline_ms(&timeouts)
+            && deadline < armed_ms
         {
-            watchdog.as_mut().reset(deadline);
+            armed_ms = deadline;
+            watchdog.as_mut().reset(state.instant(armed_ms));
+            watchdog_registered = false;
+        }
+        if watchdog_registered && !watchdog.is_elapsed() {
+            return Poll::Pending;
         }
         while watchdog.as_mut().poll(cx).is_ready() {
-            let now = Instant::now();
-            match state.deadline(&limits) {
+            let now = state.now_ms();
+            armed_ms = match state.deadline_ms(&timeouts) {
                 Some(deadline) if deadline <= now => {
                     return Poll::Ready(End::Expired(state.phase()));
                 }
-                Some(deadline) => watchdog.as_mut().reset(deadline),
+                Some(deadline) => deadline,
                 // Busy: its end sets a deadline at least this far away.
-                None => watchdog
-                    .as_mut()
-                    .reset(now + limits.header_read_timeout.min(limits.idle_timeout)),
-            }
+                None => now.saturating_add(timeouts.head_ms.min(timeouts.idle_ms)),
+            };
+            watchdog.as_mut().reset(state.instant(armed_ms));
         }
+        watchdog_registered = true;
         Poll::Pending
     })
     .await;
@@ -278,22 +322,20 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    state.enter(Phase::Busy);
+    state.enter_busy();
     if head_bytes(&request) > limits.max_head_bytes {
-        state.enter(Phase::Idle);
+        state.enter_timed(Phase::Idle);
         return Ok(refusal::head_too_large(limits.max_head_bytes));
     }
-    let deadline = Instant::now() + limits.body_read_timeout;
     let request = request.map(|body| {
         Body::new(DeadlineBody::new(
             body,
-            deadline,
             limits.body_read_timeout,
             Arc::clone(&state),
         ))
     });
     let Ok(response) = service.oneshot(request).await;
-    state.enter(Phase::Idle);
+    state.enter_timed(Phase::Idle);
     if state.body_expired.swap(false, Ordering::Relaxed) {
         return Ok(refusal::body_too_slow(limits.body_read_timeout));
     }

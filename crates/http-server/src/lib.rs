@@ -17,6 +17,7 @@
 
 mod body;
 mod connection;
+mod drain;
 mod refusal;
 
 use std::convert::Infallible;
@@ -29,7 +30,6 @@ use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 /// The limits every connection is held to.
@@ -42,8 +42,9 @@ pub struct HttpLimits {
     /// How long a kept-alive connection may stay open with no request after its last
     /// answer.
     pub idle_timeout: Duration,
-    /// How long a request body may take to arrive, from the end of its head; past it
-    /// the request is answered 408 `REQUEST_TIMEOUT` and the connection closed.
+    /// How long a request body may take to arrive, from when the server first waits for
+    /// it (right after its head); past it the request is answered 408
+    /// `REQUEST_TIMEOUT` and the connection closed.
     pub body_read_timeout: Duration,
     /// The largest request head (request line and headers) served; a larger one is
     /// answered 431 `REQUEST_HEADER_FIELDS_TOO_LARGE` and the connection closed.
@@ -134,7 +135,7 @@ pub async fn serve<S>(
 {
     let limits = Arc::new(limits);
     let open = Arc::new(Semaphore::new(limits.max_connections));
-    let draining = CancellationToken::new();
+    let draining = drain::Drain::default();
     let mut connections = JoinSet::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -182,7 +183,7 @@ pub async fn serve<S>(
         }
     }
     drop(listener);
-    draining.cancel();
+    draining.start();
     let open_connections = connections.len();
     let drained = tokio::time::timeout(drain_limit, async {
         while connections.join_next().await.is_some() {}
