@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::payload::{ByteSink, put_len, put_str};
 use crate::{ErrorCode, ErrorInfo, ExecutionId, ExecutionState, FunctionName, Payload, Timestamp};
 
 /// One problem with a request: which field, and what is wrong with it.
@@ -65,6 +66,20 @@ pub struct InvocationRequest {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub metadata: BTreeMap<String, String>,
+}
+
+impl InvocationRequest {
+    /// What makes two requests "the same" for idempotency, in the fixed encoding of
+    /// [`Payload::write_canonical`]: the input's value (however spelled), then the
+    /// number of metadata entries and each key and value, in key order.
+    pub fn write_canonical(&self, sink: &mut impl ByteSink) {
+        self.input.write_canonical(sink);
+        put_len(sink, self.metadata.len());
+        for (key, value) in &self.metadata {
+            put_str(sink, key);
+            put_str(sink, value);
+        }
+    }
 }
 
 fn null_as_empty<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>

@@ -50,7 +50,7 @@ pub use function::{
     ScalingMetricType, ScalingStrategy, TIMEOUT_RANGE_MS, ValidationErrors,
 };
 pub use ids::{ExecutionId, FunctionName, IdempotencyKey, InvalidName, TraceId};
-pub use payload::{InvalidPayload, Payload};
+pub use payload::{ByteSink, InvalidPayload, Payload};
 pub use ports::{
     Clock, Dispatch, DispatchFailure, DispatchOutcome, DispatchRequest, DispatchSuccess,
     IdGenerator, SystemClock,

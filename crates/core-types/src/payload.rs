@@ -53,38 +53,48 @@ impl Payload {
         serde_json::from_str(self.0.get()).expect("a Payload always holds valid JSON")
     }
 
-    /// Feeds the JSON value, not its spelling, to `state`: whitespace and the order of
-    /// object keys do not change the hash (idempotency keys compare requests this way).
-    /// Text serde_json cannot read as a tree (a lone surrogate escape, which the raw
-    /// value accepts) is hashed as written.
-    pub fn hash_value<H: std::hash::Hasher>(&self, state: &mut H) {
-        use std::hash::Hash;
-        fn walk<H: std::hash::Hasher>(value: &serde_json::Value, state: &mut H) {
-            use serde_json::Value;
-            std::mem::discriminant(value).hash(state);
+    /// Writes the JSON value, not its spelling, to `sink` in a canonical encoding:
+    /// whitespace and the order of object keys do not change it (idempotency keys
+    /// compare requests this way). The encoding is explicit and fixed (a tag byte per
+    /// value; lengths and counts as 8 little-endian bytes; strings as UTF-8; numbers as
+    /// serde_json writes them; object entries sorted by key), so a digest of it is the
+    /// same in every build and version: a durable claim may compare digests written
+    /// by an older binary. Text serde_json cannot read as a tree (a lone surrogate
+    /// escape, which the raw value accepts) is written as it was sent, under its own
+    /// tag.
+    pub fn write_canonical(&self, sink: &mut impl ByteSink) {
+        use serde_json::Value;
+        fn text(sink: &mut impl ByteSink, tag: u8, text: &str) {
+            sink.put(&[tag]);
+            put_len(sink, text.len());
+            sink.put(text.as_bytes());
+        }
+        fn walk(value: &Value, sink: &mut impl ByteSink) {
             match value {
-                Value::Null => {}
-                Value::Bool(b) => b.hash(state),
-                Value::Number(n) => n.to_string().hash(state),
-                Value::String(s) => s.hash(state),
+                Value::Null => sink.put(&[0]),
+                Value::Bool(b) => sink.put(&[1, u8::from(*b)]),
+                Value::Number(n) => text(sink, 2, &n.to_string()),
+                Value::String(s) => text(sink, 3, s),
                 Value::Array(items) => {
-                    items.len().hash(state);
-                    items.iter().for_each(|item| walk(item, state));
+                    sink.put(&[4]);
+                    put_len(sink, items.len());
+                    items.iter().for_each(|item| walk(item, sink));
                 }
                 Value::Object(map) => {
                     let mut entries: Vec<_> = map.iter().collect();
                     entries.sort_unstable_by_key(|(key, _)| *key);
-                    entries.len().hash(state);
+                    sink.put(&[5]);
+                    put_len(sink, entries.len());
                     for (key, item) in entries {
-                        key.hash(state);
-                        walk(item, state);
+                        put_str(sink, key);
+                        walk(item, sink);
                     }
                 }
             }
         }
-        match serde_json::from_str::<serde_json::Value>(self.0.get()) {
-            Ok(value) => walk(&value, state),
-            Err(_) => self.0.get().hash(state),
+        match serde_json::from_str::<Value>(self.0.get()) {
+            Ok(value) => walk(&value, sink),
+            Err(_) => text(sink, 6, self.0.get()),
         }
     }
 
@@ -92,6 +102,29 @@ impl Payload {
     pub fn heap_size(&self) -> usize {
         self.0.get().len()
     }
+}
+
+/// Where a canonical encoding is written (a digest, or a buffer).
+pub trait ByteSink {
+    /// Takes the next bytes.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl ByteSink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A length or count, as 8 little-endian bytes whatever the platform's word size.
+pub(crate) fn put_len(sink: &mut impl ByteSink, len: usize) {
+    sink.put(&u64::try_from(len).unwrap_or(u64::MAX).to_le_bytes());
+}
+
+/// A string with its length in front, so that concatenations cannot collide.
+pub(crate) fn put_str(sink: &mut impl ByteSink, text: &str) {
+    put_len(sink, text.len());
+    sink.put(text.as_bytes());
 }
 
 impl PartialEq for Payload {
@@ -147,12 +180,42 @@ mod tests {
         assert_eq!(p.to_value(), serde_json::json!({"a": [1, 2]}));
     }
 
-    fn hash_of(text: &str) -> u64 {
-        let mut hasher = std::hash::DefaultHasher::new();
+    fn hash_of(text: &str) -> Vec<u8> {
+        let mut bytes = Vec::new();
         Payload::from_json_text(text)
             .unwrap()
-            .hash_value(&mut hasher);
-        std::hash::Hasher::finish(&hasher)
+            .write_canonical(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn the_canonical_encoding_is_fixed() {
+        // A durable claim compares digests of this encoding across versions: a change
+        // here breaks every stored claim, so this pins it byte for byte.
+        assert_eq!(
+            hash_of(r#"{"b": [true, null], "a": 1.5}"#),
+            [
+                &[5][..],
+                &2u64.to_le_bytes(),
+                &1u64.to_le_bytes(),
+                b"a",
+                &[2],
+                &3u64.to_le_bytes(),
+                b"1.5",
+                &1u64.to_le_bytes(),
+                b"b",
+                &[4],
+                &2u64.to_le_bytes(),
+                &[1, 1],
+                &[0],
+            ]
+            .concat()
+        );
+        assert_eq!(
+            hash_of(r#""\uD800""#)[0],
+            6,
+            "unreadable text has its own tag"
+        );
     }
 
     #[test]

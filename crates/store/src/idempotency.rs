@@ -9,10 +9,11 @@ use core_types::{DurationMs, ExecutionId, FunctionName, IdempotencyKey, Timestam
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-/// A digest of the request a key was first used with; a different digest under the
-/// same key is a reused key.
+/// A digest of the request a key was first used with (SHA-256 of its canonical
+/// encoding, `InvocationRequest::write_canonical`); a different digest under the same
+/// key is a reused key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Fingerprint(pub u64);
+pub struct Fingerprint(pub [u8; 32]);
 
 /// The right to create the execution for a key. Whoever holds it must
 /// [`publish`](IdempotencyStore::publish) or [`abandon`](IdempotencyStore::abandon) it;
@@ -353,20 +354,20 @@ mod tests {
     async fn a_published_key_returns_its_execution_and_detects_another_body() {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let (f, k) = scope();
-        let token = acquire(&store, Fingerprint(1), t(0)).await;
+        let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
         store.publish(token, ExecutionId::new("e1"), t(0)).await;
         assert_eq!(
-            store.claim(&f, &k, Fingerprint(1), t(50)).await,
+            store.claim(&f, &k, Fingerprint([1; 32]), t(50)).await,
             ClaimOutcome::Existing(ExecutionId::new("e1"))
         );
         assert_eq!(
-            store.claim(&f, &k, Fingerprint(2), t(50)).await,
+            store.claim(&f, &k, Fingerprint([2; 32]), t(50)).await,
             ClaimOutcome::Reused
         );
         let other_function = FunctionName::parse("g").unwrap();
         assert!(matches!(
             store
-                .claim(&other_function, &k, Fingerprint(2), t(50))
+                .claim(&other_function, &k, Fingerprint([2; 32]), t(50))
                 .await,
             ClaimOutcome::Acquired(_)
         ));
@@ -376,11 +377,11 @@ mod tests {
     async fn an_abandoned_claim_leaves_the_key_free() {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let (f, k) = scope();
-        let token = acquire(&store, Fingerprint(1), t(0)).await;
+        let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
         store.abandon(token);
         assert!(store.is_empty());
         assert!(matches!(
-            store.claim(&f, &k, Fingerprint(2), t(0)).await,
+            store.claim(&f, &k, Fingerprint([2; 32]), t(0)).await,
             ClaimOutcome::Acquired(_)
         ));
     }
@@ -389,10 +390,10 @@ mod tests {
     async fn keys_expire_after_the_ttl() {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let (f, k) = scope();
-        let token = acquire(&store, Fingerprint(1), t(0)).await;
+        let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
         store.publish(token, ExecutionId::new("e1"), t(0)).await;
         assert!(matches!(
-            store.claim(&f, &k, Fingerprint(1), t(100)).await,
+            store.claim(&f, &k, Fingerprint([1; 32]), t(100)).await,
             ClaimOutcome::Acquired(_)
         ));
         assert_eq!(
@@ -405,7 +406,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_forgets_expired_keys() {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
-        let token = acquire(&store, Fingerprint(1), t(0)).await;
+        let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
         store.publish(token, ExecutionId::new("e1"), t(0)).await;
         assert_eq!(store.evict_expired(t(99)).await, 0);
         assert_eq!(store.evict_expired(t(100)).await, 1);
@@ -416,9 +417,9 @@ mod tests {
     async fn concurrent_claims_with_one_key_create_one_execution() {
         let store = Arc::new(MemoryIdempotencyStore::new(DurationMs(1_000)));
         let (f, k) = scope();
-        let token = acquire(&store, Fingerprint(7), t(0)).await;
+        let token = acquire(&store, Fingerprint([7; 32]), t(0)).await;
         let waiters: Vec<_> = (0..8)
-            .map(|_| store.claim(&f, &k, Fingerprint(7), t(1)))
+            .map(|_| store.claim(&f, &k, Fingerprint([7; 32]), t(1)))
             .collect();
         let publish = store.publish(token, ExecutionId::new("only"), t(1));
         let (outcomes, ()) = futures::join!(futures::future::join_all(waiters), publish);
@@ -433,9 +434,9 @@ mod tests {
     async fn waiters_on_an_abandoned_claim_compete_again() {
         let store = Arc::new(MemoryIdempotencyStore::new(DurationMs(1_000)));
         let (f, k) = scope();
-        let token = acquire(&store, Fingerprint(7), t(0)).await;
+        let token = acquire(&store, Fingerprint([7; 32]), t(0)).await;
         let waiter = || async {
-            let outcome = store.claim(&f, &k, Fingerprint(7), t(1)).await;
+            let outcome = store.claim(&f, &k, Fingerprint([7; 32]), t(1)).await;
             match outcome {
                 ClaimOutcome::Acquired(token) => {
                     store.publish(token, ExecutionId::new("second"), t(1)).await;
@@ -476,7 +477,7 @@ mod tests {
         for n in 0..5 {
             let (f, k) = scope_of(n);
             let ClaimOutcome::Acquired(token) =
-                store.claim(&f, &k, Fingerprint(1), t(n.into())).await
+                store.claim(&f, &k, Fingerprint([1; 32]), t(n.into())).await
             else {
                 panic!("free key");
             };
@@ -489,7 +490,7 @@ mod tests {
         assert_eq!(stats.bytes, 3 * one);
         for n in 0..5 {
             let (f, k) = scope_of(n);
-            let outcome = store.claim(&f, &k, Fingerprint(1), t(10)).await;
+            let outcome = store.claim(&f, &k, Fingerprint([1; 32]), t(10)).await;
             let remembered = matches!(outcome, ClaimOutcome::Existing(_));
             assert_eq!(remembered, n >= 2, "key-{n}: {outcome:?}");
             if let ClaimOutcome::Acquired(token) = outcome {
@@ -511,17 +512,17 @@ mod tests {
     async fn a_key_is_forgotten_with_its_execution_only() {
         let store = MemoryIdempotencyStore::new(DurationMs(60_000));
         let (f, k) = scope();
-        let token = acquire(&store, Fingerprint(1), t(0)).await;
+        let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
         store.publish(token, ExecutionId::new("e1"), t(0)).await;
         store.forget(&f, &k, &ExecutionId::new("other")).await;
         assert_eq!(
-            store.claim(&f, &k, Fingerprint(1), t(1)).await,
+            store.claim(&f, &k, Fingerprint([1; 32]), t(1)).await,
             ClaimOutcome::Existing(ExecutionId::new("e1")),
             "it names another execution: kept"
         );
         store.forget(&f, &k, &ExecutionId::new("e1")).await;
         assert!(matches!(
-            store.claim(&f, &k, Fingerprint(2), t(1)).await,
+            store.claim(&f, &k, Fingerprint([2; 32]), t(1)).await,
             ClaimOutcome::Acquired(_)
         ));
         assert_eq!(store.stats().bytes, 0);
