@@ -103,13 +103,13 @@ async fn trickled_body(addr: &str) {
         6 * 1024 * 1024
     );
     stream.write_all(head.as_bytes()).await.expect("sends");
+    // It goes on sending a byte now and then and reads in between; once the server has
+    // answered and closed, its writes fail, and what it read is the answer.
     let mut answer = Vec::new();
     let answered = async {
         let mut chunk = [0; 1024];
         loop {
-            if stream.write_all(b" ").await.is_err() {
-                break;
-            }
+            let _ = stream.write_all(b" ").await;
             tokio::select! {
                 read = stream.read(&mut chunk) => match read {
                     Ok(0) | Err(_) => break,

@@ -531,16 +531,34 @@ pub(crate) async fn internal_function_action(
     summary = "Liveness probe",
     responses((status = 200, description = "Up", body = Health))
 )]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health::UP)
+}
+
+/// `GET /actuator/health/readiness`: `UP` while invocations are taken; once shutdown has
+/// begun, 503 `OUT_OF_SERVICE`, so a load balancer stops sending new work while the
+/// grace still takes runtimes' callbacks (liveness stays `UP`).
 #[utoipa::path(
     get,
     path = "/actuator/health/readiness",
     impl_for = ReadinessOperation,
     operation_id = "readiness",
     summary = "Readiness probe",
-    responses((status = 200, description = "Up", body = Health))
+    responses(
+        (status = 200, description = "Up: invocations are taken", body = Health),
+        (status = 503, description = "`OUT_OF_SERVICE`: shutting down, new invocations are refused", body = Health),
+    )
 )]
-pub(crate) async fn health() -> Json<Health> {
-    Json(Health::UP)
+pub(crate) async fn readiness(State(state): State<AppState>) -> Response {
+    if state.scheduler.is_stopping() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health::OUT_OF_SERVICE),
+        )
+            .into_response()
+    } else {
+        Json(Health::UP).into_response()
+    }
 }
 
 /// Any route that does not exist.

@@ -213,7 +213,7 @@ fn actuator_routes() -> Router<AppState> {
     Router::new()
         .route("/actuator/health", get(handlers::health))
         .route("/actuator/health/liveness", get(handlers::health))
-        .route("/actuator/health/readiness", get(handlers::health))
+        .route("/actuator/health/readiness", get(handlers::readiness))
         .route("/actuator/prometheus", get(metrics::scrape))
 }
 

@@ -46,11 +46,15 @@ pub(crate) struct Drained {
 /// The answer of the health routes.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Health {
-    /// Always `UP` while the process answers.
+    /// `UP` while the process answers; the readiness probe says `OUT_OF_SERVICE` once
+    /// shutdown has begun.
     #[schema(example = "UP")]
     pub(crate) status: &'static str,
 }
 
 impl Health {
     pub(crate) const UP: Self = Self { status: "UP" };
+    pub(crate) const OUT_OF_SERVICE: Self = Self {
+        status: "OUT_OF_SERVICE",
+    };
 }

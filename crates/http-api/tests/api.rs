@@ -731,6 +731,23 @@ async fn health_is_up() {
 }
 
 #[tokio::test]
+async fn once_shutdown_begins_readiness_is_out_of_service_and_liveness_stays_up() {
+    let api = api();
+    api.state
+        .scheduler()
+        .shutdown(std::time::Duration::ZERO)
+        .await;
+    let readiness = api.call("GET", "/actuator/health/readiness", None).await;
+    assert_eq!(readiness.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(readiness.body, json!({"status": "OUT_OF_SERVICE"}));
+    for path in ["/actuator/health", "/actuator/health/liveness"] {
+        let answer = api.call("GET", path, None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert_eq!(answer.body, json!({"status": "UP"}), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn an_idempotent_replay_is_recognised_however_its_json_is_spelled() {
     let api = api();
     api.register_echo("echo").await;

@@ -119,6 +119,12 @@ impl Scheduler {
         });
     }
 
+    /// Whether [`shutdown`](Self::shutdown) has begun: from then on new invocations are
+    /// refused (what a readiness probe reports).
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.is_cancelled()
+    }
+
     /// Stops gracefully: accepts nothing new, ends every queued execution with
     /// `SHUTDOWN`, lets in-flight attempts finish for up to `grace`, then ends the rest
     /// with `SHUTDOWN` too. When it returns, no execution is queued or running and every
