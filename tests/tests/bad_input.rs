@@ -4,9 +4,16 @@
 //! bad callback bodies -- through `oneshot` on the real router. Each one must be a 4xx
 //! with the contract's JSON error body (`error`, `message`), never a 5xx, and must leave
 //! nothing behind: the server stays healthy, no slot is held, nothing is queued, no
-//! execution is created and no idempotency claim survives.
+//! execution is created and no idempotency claim survives. Callback bodies
+//! (`bad_input/callbacks.rs`) and the random sweep (`bad_input/random.rs`) are in
+//! modules of their own.
 
 mod support;
+
+#[path = "bad_input/callbacks.rs"]
+mod callbacks;
+#[path = "bad_input/random.rs"]
+mod random;
 
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode, header};
@@ -681,100 +688,6 @@ async fn an_idempotency_key_of_256_bytes_names_its_execution() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn bad_callback_bodies_are_400_and_leave_the_execution_as_it_was() {
-    let api = api_with_echo().await;
-    api.script(ECHO, [Step::Echo]);
-    let queued = api
-        .send(&Call::post_json(
-            action(ECHO, "enqueue"),
-            &json!({"input": "kept"}),
-        ))
-        .await;
-    let id = queued.execution_id();
-    let mut sweep = Sweep::new(&api);
-    for (body, field) in [
-        (json!({}), "status"),
-        (json!({"status": null, "success": null}), "status"),
-        (json!({"status": "running"}), "status"),
-        (json!({"status": "queued"}), "status"),
-        (json!({"status": "bogus"}), "$"),
-        (json!({"success": "yes"}), "$"),
-        (json!({"success": 1}), "$"),
-        (json!({"success": false, "error": 5}), "error"),
-        (json!({"status": "error", "error": {"code": 1}}), "error"),
-        (json!(null), "$"),
-        (json!("success"), "$"),
-    ] {
-        let call = Call::post_json(complete(id.as_str()), &body).header("X-Dispatch-Attempt", "1");
-        sweep.invalid_field(call, field).await;
-    }
-    // Well-formed JSON of the wrong shape is a validation error, never MALFORMED_JSON
-    // (serde_json itself reports a non-string enum value as a syntax error).
-    let wrong_enum = Call::post_json(complete(id.as_str()), &json!({"status": 1}));
-    sweep.invalid_field(wrong_enum, "$").await;
-    // Every body is an object: serde would read `[]` as a struct's fields in order.
-    let empty_array = Call::post_json(complete(id.as_str()), &json!([]));
-    sweep.invalid_field(empty_array, "$").await;
-    sweep.finish();
-
-    let record = api.execution(&id).await;
-    assert_eq!(record.json()["status"], "queued", "{}", record.json());
-    assert_eq!(record.json()["attempt"], 1);
-    let drained = api.send(&Call::post(drain(ECHO))).await;
-    assert_eq!(drained.json(), &json!({"dispatched": true}));
-    let record = api.execution(&id).await;
-    assert_eq!(record.json()["status"], "success");
-    assert_eq!(record.json()["output"], "kept");
-}
-
-/// api.md: 400 for an invalid body whatever the execution's state. A runtime whose
-/// callbacks are malformed learns it from the first one, even when that one arrives
-/// late or reports a success beside a broken `error`.
-#[tokio::test(start_paused = true)]
-async fn a_bad_callback_body_is_400_also_for_a_finished_execution() {
-    let api = api_with_echo().await;
-    api.script(ECHO, [Step::Echo]);
-    let queued = api
-        .send(&Call::post_json(
-            action(ECHO, "enqueue"),
-            &json!({"input": "kept"}),
-        ))
-        .await;
-    let id = queued.execution_id();
-    let drained = api.send(&Call::post(drain(ECHO))).await;
-    assert_eq!(drained.json(), &json!({"dispatched": true}));
-    assert_eq!(api.execution(&id).await.json()["status"], "success");
-    let mut sweep = Sweep::new(&api);
-    for (body, field) in [
-        (json!({"success": false, "error": 42}), "error"),
-        (json!({"success": true, "error": 42}), "error"),
-        (json!({"status": "success", "error": ["x"]}), "error"),
-        (json!({"status": "error", "error": {"code": 7}}), "error"),
-        (json!({"status": "success", "success": false}), "success"),
-        (json!({"status": "running"}), "status"),
-    ] {
-        let call = Call::post_json(complete(id.as_str()), &body).header("X-Dispatch-Attempt", "1");
-        sweep.invalid_field(call, field).await;
-    }
-    sweep.finish();
-    let record = api.execution(&id).await;
-    assert_eq!(record.json()["status"], "success");
-    assert_eq!(record.json()["output"], "kept");
-    // A well-formed late callback is still answered 204 and ignored.
-    let late = api
-        .send(
-            &Call::post_json(
-                complete(id.as_str()),
-                &json!({"success": false, "error": "late"}),
-            )
-            .header("X-Dispatch-Attempt", "1"),
-        )
-        .await;
-    assert_eq!(late.status, StatusCode::NO_CONTENT);
-    assert_eq!(api.execution(&id).await.json()["output"], "kept");
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_refused_request_leaves_no_idempotency_claim_behind() {
     let api = api();
     api.register(json!({"name": "tiny", "image": "i", "executionMode": "LOCAL", "queueSize": 1}))
@@ -840,129 +753,6 @@ async fn a_refused_request_leaves_no_idempotency_claim_behind() {
     let reused = api.send(&enqueue(&json!({"input": "other"}))).await;
     assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(not_a_refusal(&reused), None);
-}
-
-/// A small deterministic generator (xorshift64*), so the random sweep is the same on
-/// every run and needs no crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).expect("small")
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
-
-/// JSON-ish text: fragments that are often almost valid, with hostile strings inside.
-fn random_body(rng: &mut Rng) -> Vec<u8> {
-    const PIECES: &[&str] = &[
-        "{",
-        "}",
-        "[",
-        "]",
-        ",",
-        ":",
-        "\"input\"",
-        "\"metadata\"",
-        "\"name\"",
-        "\"image\"",
-        "\"executionMode\"",
-        "\"LOCAL\"",
-        "\"POOL\"",
-        "\"timeoutMs\"",
-        "\"status\"",
-        "\"success\"",
-        "\"error\"",
-        "\"output\"",
-        "null",
-        "true",
-        "false",
-        "0",
-        "-1",
-        "1e400",
-        "18446744073709551616",
-        "\"\\u0000\"",
-        "\"\\uD800\"",
-        "\"é💥\"",
-        "\"..\"",
-        "\" OR 1=1 --\"",
-        " ",
-        "\n",
-        "\"",
-    ];
-    let mut body = Vec::new();
-    for _ in 0..rng.below(24) {
-        body.extend_from_slice(rng.pick(PIECES).as_bytes());
-    }
-    if rng.below(10) == 0 {
-        body.push(u8::try_from(rng.below(256)).expect("a byte"));
-    }
-    body
-}
-
-#[tokio::test(start_paused = true)]
-async fn random_bodies_names_and_headers_never_get_a_5xx() {
-    let api = api_with_echo().await;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let segments = hostile_segments();
-    let names: Vec<&str> = segments
-        .iter()
-        .map(String::as_str)
-        .chain([ECHO, "exec-1"])
-        .collect();
-    for _ in 0..600 {
-        let name = rng.pick(&names);
-        let uri = match rng.below(5) {
-            0 => "/v1/functions".to_owned(),
-            1 => action(name, "invoke"),
-            2 => action(name, "enqueue"),
-            3 => complete(name),
-            _ => format!("/v1/functions/{name}"),
-        };
-        let content_type = rng.pick(&[
-            "application/json",
-            "text/plain",
-            "application/json; charset=utf-8",
-        ]);
-        let mut call = Call::post(uri).body(content_type, random_body(&mut rng));
-        for (header, values) in [
-            ("X-Timeout-Ms", ["1", "0", "-5", "abc"]),
-            ("X-Dispatch-Attempt", ["1", "0", "2", "x"]),
-            ("Idempotency-Key", ["k", "", "é", "k2"]),
-        ] {
-            if rng.below(3) == 0 {
-                let value: &str = rng.pick(&values);
-                call = call.header(header, value);
-            }
-        }
-        let answer = api.send(&call).await;
-        assert!(
-            !answer.status.is_server_error(),
-            "{} for {}",
-            answer.status,
-            call.describe()
-        );
-        if answer.status.is_client_error() {
-            assert_eq!(not_a_refusal(&answer), None, "for {}", call.describe());
-        }
-    }
-    let health = api.send(&Call::get("/actuator/health")).await;
-    assert_eq!(health.status, StatusCode::OK);
-    let queue = api
-        .scheduler
-        .queue_snapshot(ECHO)
-        .expect("echo is registered");
-    assert_eq!(queue.in_flight, 0, "{queue:?}");
 }
 
 /// serde's derive reads a JSON array as a struct's fields in order, so `[input]` once
