@@ -153,6 +153,14 @@ impl Env {
         response.json().await.expect("JSON stats")
     }
 
+    /// Waits until the runtime is running exactly one invocation.
+    async fn until_the_runtime_runs_one(&self) {
+        eventually("the runtime to be running one invocation", || async {
+            (self.runtime_stats().await["inFlight"] == 1).then_some(())
+        })
+        .await;
+    }
+
     /// The status the runtime's callback for `id` got, once it has one (the runtime
     /// records it after the control plane answered, which may be after the execution
     /// ended).
@@ -492,10 +500,7 @@ async fn sigterm_lets_the_in_flight_sync_invocation_answer_and_exits_0() {
     let (reply, ()) = tokio::join!(
         env.invoke("busy", json!({"mode": "sleep", "ms": 500}), &[]),
         async {
-            eventually("the runtime to be running the invocation", || async {
-                (env.runtime_stats().await["inFlight"] == 1).then_some(())
-            })
-            .await;
+            env.until_the_runtime_runs_one().await;
             env.plane.terminate();
         }
     );
@@ -519,10 +524,7 @@ async fn a_callback_during_the_shutdown_grace_completes_its_execution() {
         .await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
     let id = accepted.execution_id();
-    eventually("the runtime to hold the dispatch", || async {
-        (env.runtime_stats().await["inFlight"] == 1).then_some(())
-    })
-    .await;
+    env.until_the_runtime_runs_one().await;
 
     env.plane.terminate();
     let enqueue = format!("{}/v1/functions/reports-late:enqueue", env.plane.api);

@@ -252,10 +252,7 @@ fn parse_positive_wait(text: &str) -> Result<Duration, String> {
 
 /// An ISO-8601 duration (`PT5M`, `PT0.5S`), positive, as milliseconds.
 fn parse_positive_duration(text: &str) -> Result<DurationMs, String> {
-    let duration = http_api::parse_iso_duration(text).map_err(|e| e.to_string())?;
-    if duration.is_zero() {
-        return Err(format!("must be positive, got {text}"));
-    }
+    let duration = parse_positive_wait(text)?;
     let millis = u64::try_from(duration.as_millis()).map_err(|_| format!("too long: {text}"))?;
     Ok(DurationMs(millis))
 }
@@ -388,14 +385,13 @@ async fn run(args: Args) -> std::io::Result<()> {
     // in-flight executions land. Only then do the listeners drain.
     let grace = Duration::from_millis(args.shutdown_grace.0);
     let drain = tokio_util::sync::CancellationToken::new();
-    let stopping = scheduler.clone();
     let signal = async {
         shutdown_signal().await;
         tracing::info!(
             ?grace,
             "shutdown signal received; refusing new invocations, accepting callbacks until in-flight work ends or the grace is over"
         );
-        stopping.shutdown(grace).await;
+        scheduler.shutdown(grace).await;
         tracing::info!("no execution left; closing the listeners");
         drain.cancel();
     };

@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(p.to_value(), serde_json::json!({"a": [1, 2]}));
     }
 
-    fn hash_of(text: &str) -> Vec<u8> {
+    fn canonical(text: &str) -> Vec<u8> {
         let mut bytes = Vec::new();
         Payload::from_json_text(text)
             .unwrap()
@@ -193,7 +193,7 @@ mod tests {
         // A durable claim compares digests of this encoding across versions: a change
         // here breaks every stored claim, so this pins it byte for byte.
         assert_eq!(
-            hash_of(r#"{"b": [true, null], "a": 1.5}"#),
+            canonical(r#"{"b": [true, null], "a": 1.5}"#),
             [
                 &[5][..],
                 &2u64.to_le_bytes(),
@@ -212,25 +212,25 @@ mod tests {
             .concat()
         );
         assert_eq!(
-            hash_of(r#""\uD800""#)[0],
+            canonical(r#""\uD800""#)[0],
             6,
             "unreadable text has its own tag"
         );
     }
 
     #[test]
-    fn the_hash_is_of_the_value_not_its_spelling() {
+    fn the_encoding_is_of_the_value_not_its_spelling() {
         assert_eq!(
-            hash_of(r#"{"a":1,"b":[true,null]}"#),
-            hash_of(r#"{ "b": [true, null], "a": 1 }"#)
+            canonical(r#"{"a":1,"b":[true,null]}"#),
+            canonical(r#"{ "b": [true, null], "a": 1 }"#)
         );
-        assert_ne!(hash_of(r#"{"a":1}"#), hash_of(r#"{"a":2}"#));
-        assert_ne!(hash_of(r#"["a"]"#), hash_of(r#""a""#));
-        assert_ne!(hash_of(r#"[1,[2]]"#), hash_of(r#"[[1],2]"#));
+        assert_ne!(canonical(r#"{"a":1}"#), canonical(r#"{"a":2}"#));
+        assert_ne!(canonical(r#"["a"]"#), canonical(r#""a""#));
+        assert_ne!(canonical(r#"[1,[2]]"#), canonical(r#"[[1],2]"#));
         assert_eq!(
-            hash_of(r#""\uD800""#),
-            hash_of(r#""\uD800""#),
-            "unreadable text still hashes"
+            canonical(r#""\uD800""#),
+            canonical(r#""\uD800""#),
+            "unreadable text is still encoded"
         );
         assert!(Payload::from_json_text("null").unwrap().is_null());
         assert!(Payload::from_json_text("{").is_err());

@@ -65,7 +65,7 @@ impl ConnState {
 
     /// Enters `Idle` or `Head`, which are timed from now.
     fn enter_timed(&self, phase: Phase) {
-        let since = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX >> 2);
+        let since = self.now_ms().min(u64::MAX >> 2);
         self.phase
             .store((since << 2) | phase as u64, Ordering::Relaxed);
     }

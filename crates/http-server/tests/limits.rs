@@ -191,6 +191,22 @@ impl Answer {
     }
 }
 
+/// Writes all of `bytes` to `stream`.
+async fn send(stream: &mut TcpStream, bytes: impl AsRef<[u8]>) {
+    stream
+        .write_all(bytes.as_ref())
+        .await
+        .expect("the socket writes");
+}
+
+/// Sends an echo of `body` on `stream` and reads its answer, expected 200.
+async fn echo(stream: &mut TcpStream, body: &str) -> String {
+    send(stream, echo_request(body)).await;
+    let answer = read_answer(stream).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer.body
+}
+
 fn echo_request(body: &str) -> String {
     format!(
         "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}",
@@ -201,12 +217,7 @@ fn echo_request(body: &str) -> String {
 /// A well-behaved client on a fresh connection gets its echo.
 async fn well_behaved_client_is_served(server: &Server) {
     let mut client = server.connect().await;
-    client
-        .write_all(echo_request("hello").as_bytes())
-        .await
-        .unwrap();
-    let answer = read_answer(&mut client).await;
-    assert_eq!((answer.status, answer.body.as_str()), (200, "hello"));
+    assert_eq!(echo(&mut client, "hello").await, "hello");
 }
 
 #[tokio::test]
@@ -218,10 +229,7 @@ async fn a_head_that_does_not_arrive_within_the_header_read_timeout_is_closed() 
     .await;
     let mut silent = server.connect().await;
     let mut trickling = server.connect().await;
-    trickling
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\n")
-        .await
-        .unwrap();
+    send(&mut trickling, b"POST /echo HTTP/1.1\r\nHost: test\r\n").await;
 
     well_behaved_client_is_served(&server).await;
     assert_eq!(read_until_closed(&mut silent).await, b"");
@@ -237,10 +245,7 @@ async fn a_kept_alive_connection_is_closed_after_the_idle_timeout_never_while_it
     .await;
     let mut client = server.connect().await;
     // Answered after three idle timeouts: a request being answered is not idle.
-    client
-        .write_all(b"GET /slow/600 HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut client, b"GET /slow/600 HTTP/1.1\r\nHost: test\r\n\r\n").await;
     let answer = read_answer(&mut client).await;
     assert_eq!((answer.status, answer.body.as_str()), (200, "done"));
 
@@ -256,18 +261,10 @@ async fn the_idle_timeout_not_the_header_timeout_bounds_the_wait_for_the_next_re
     })
     .await;
     let mut client = server.connect().await;
-    client
-        .write_all(echo_request("one").as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(read_answer(&mut client).await.body, "one");
+    assert_eq!(echo(&mut client, "one").await, "one");
     // Idle for several header timeouts: the connection is kept.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    client
-        .write_all(echo_request("two").as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(read_answer(&mut client).await.body, "two");
+    assert_eq!(echo(&mut client, "two").await, "two");
 }
 
 #[tokio::test]
@@ -278,12 +275,11 @@ async fn a_body_slower_than_the_body_read_timeout_is_answered_408_and_the_connec
     })
     .await;
     let mut trickling = server.connect().await;
-    trickling
-        .write_all(
-            b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\nonly a part",
-        )
-        .await
-        .unwrap();
+    send(
+        &mut trickling,
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\nonly a part",
+    )
+    .await;
     // Like a slow uploader, it goes on sending a byte now and then and looks for an
     // answer in between: the 408 must reach it although the server closes with bytes
     // of it unread (closing at once would reset the connection and destroy the answer).
@@ -341,7 +337,7 @@ async fn a_head_over_the_limit_is_431_and_the_connection_closed() {
         "GET /slow/0 HTTP/1.1\r\nHost: test\r\nX-Padding: {}\r\n\r\n",
         "a".repeat(limit - 100)
     );
-    client.write_all(request.as_bytes()).await.unwrap();
+    send(&mut client, &request).await;
     assert_eq!(read_answer(&mut client).await.status, 200);
 }
 
@@ -356,18 +352,11 @@ async fn past_the_connection_cap_a_client_waits_until_a_connection_closes() {
     let mut holders = Vec::new();
     for _ in 0..2 {
         let mut holder = server.connect().await;
-        holder
-            .write_all(echo_request("held").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(read_answer(&mut holder).await.body, "held");
+        assert_eq!(echo(&mut holder, "held").await, "held");
         holders.push(holder);
     }
     let mut waiting = server.connect().await;
-    waiting
-        .write_all(echo_request("waited").as_bytes())
-        .await
-        .unwrap();
+    send(&mut waiting, echo_request("waited")).await;
     let mut early = [0; 1];
     let answered_early =
         tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut early)).await;
@@ -384,19 +373,11 @@ async fn past_the_connection_cap_a_client_waits_until_a_connection_closes() {
 async fn a_drain_closes_idle_and_half_sent_connections_at_once_and_lets_answers_finish() {
     let mut server = Server::start(limits()).await;
     let mut idle = server.connect().await;
-    idle.write_all(echo_request("before").as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(read_answer(&mut idle).await.body, "before");
+    assert_eq!(echo(&mut idle, "before").await, "before");
     let mut half_sent = server.connect().await;
-    half_sent
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: te")
-        .await
-        .unwrap();
+    send(&mut half_sent, b"POST /echo HTTP/1.1\r\nHost: te").await;
     let mut busy = server.connect().await;
-    busy.write_all(b"GET /slow/300 HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut busy, b"GET /slow/300 HTTP/1.1\r\nHost: test\r\n\r\n").await;
     server.answering().await;
     let addr = server.addr;
 
@@ -418,10 +399,7 @@ async fn a_drain_closes_idle_and_half_sent_connections_at_once_and_lets_answers_
 async fn an_answer_that_outlasts_the_drain_limit_is_cut() {
     let mut server = Server::start_draining_within(limits(), Duration::from_millis(100)).await;
     let mut stuck = server.connect().await;
-    stuck
-        .write_all(b"GET /never HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut stuck, b"GET /never HTTP/1.1\r\nHost: test\r\n\r\n").await;
     server.answering().await;
 
     server.drain().await;
