@@ -1,18 +1,18 @@
 //! Execution records and their eviction once finished.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use async_trait::async_trait;
 use core_types::{
     DurationMs, ErrorInfo, ExecutionId, ExecutionState, ExecutionStatus, FunctionName,
-    InvalidTransition, Payload, Timestamp,
+    IdempotencyKey, InvalidTransition, Payload, Timestamp, TraceId,
 };
 use dashmap::DashMap;
 
-use crate::ExecutionIdHasher;
+use crate::{Durability, ExecutionIdHasher, StoreUnavailable};
 
 /// Everything known about one execution.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +76,49 @@ impl ExecutionRecord {
         Some(self.finished_at?.since(self.started_at?))
     }
 
+    /// Applies `change` if it is newer than the last one applied and the transition
+    /// table allows it; otherwise leaves the record as it is. The one definition of
+    /// what a change does, for every backend.
+    pub fn apply_change(&mut self, change: RecordChange) -> Result<(), ApplyError> {
+        if change.version <= self.version {
+            return Err(ApplyError::Stale {
+                change: change.version,
+                current: self.version,
+            });
+        }
+        self.state.check_transition(change.kind.target_state())?;
+        self.version = change.version;
+        match change.kind {
+            ChangeKind::Started { attempt, at } => {
+                self.state = ExecutionState::Running;
+                self.attempt = attempt;
+                self.started_at = Some(at);
+            }
+            ChangeKind::Requeued { attempt, at } => {
+                self.state = ExecutionState::Queued;
+                self.attempt = attempt;
+                self.enqueued_at = at;
+                self.started_at = None;
+            }
+            ChangeKind::Finished {
+                state,
+                at,
+                output,
+                error,
+                cold_start,
+                init_duration_ms,
+            } => {
+                self.state = state;
+                self.finished_at = Some(at);
+                self.output = output;
+                self.error = error;
+                self.cold_start = cold_start;
+                self.init_duration_ms = init_duration_ms;
+            }
+        }
+        Ok(())
+    }
+
     /// The `GET /v1/executions/{id}` view.
     pub fn to_status(&self) -> ExecutionStatus {
         ExecutionStatus {
@@ -94,6 +137,29 @@ impl ExecutionRecord {
             duration_ms: self.duration().map(|d| d.0),
         }
     }
+}
+
+/// What an execution needs to be dispatched (again): kept with its record while it is
+/// unfinished, so a restart can queue it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutionWork {
+    /// The invocation's input.
+    pub input: Payload,
+    /// The invocation's metadata.
+    pub metadata: Arc<BTreeMap<String, String>>,
+    /// Its trace id.
+    pub trace_id: TraceId,
+    /// The client's `Idempotency-Key`, sent with its first attempt.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// An execution as a durable store keeps it while it is unfinished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredExecution {
+    /// Its record.
+    pub record: ExecutionRecord,
+    /// What it runs on.
+    pub work: ExecutionWork,
 }
 
 /// One change to a record, decided by the scheduler. `version` orders changes: the
@@ -157,6 +223,9 @@ pub enum InsertError {
     /// An execution with that id exists already.
     #[error("execution {0} exists already")]
     Duplicate(ExecutionId),
+    /// The store could not take it.
+    #[error(transparent)]
+    Unavailable(#[from] StoreUnavailable),
 }
 
 /// Why a change was not applied.
@@ -176,25 +245,40 @@ pub enum ApplyError {
     /// The transition table refuses it.
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
+    /// The store could not take it.
+    #[error(transparent)]
+    Unavailable(#[from] StoreUnavailable),
 }
 
-/// Where execution records live.
+/// Where execution records live. A write reports a fault of the medium
+/// ([`StoreUnavailable`]) and then has changed nothing; with [`Durability::Behind`] it
+/// may answer before the write is made (and its fault is then only logged).
 #[async_trait]
 pub trait ExecutionStore: Send + Sync + 'static {
-    /// Stores a new record.
-    async fn insert(&self, record: ExecutionRecord) -> Result<(), InsertError>;
+    /// Stores a new record with the work it runs on (a durable backend keeps the work
+    /// until the execution ends, for [`unfinished`](Self::unfinished)).
+    async fn insert(
+        &self,
+        execution: StoredExecution,
+        durability: Durability,
+    ) -> Result<(), InsertError>;
     /// The record, if it exists and has not been evicted.
-    async fn get(&self, id: &ExecutionId) -> Option<ExecutionRecord>;
-    /// Applies a change and returns the record as it is afterwards.
+    async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable>;
+    /// Applies a change ([`ExecutionRecord::apply_change`]).
     async fn apply(
         &self,
         id: &ExecutionId,
         change: RecordChange,
-    ) -> Result<ExecutionRecord, ApplyError>;
+        durability: Durability,
+    ) -> Result<(), ApplyError>;
     /// Forgets a record that was never accepted (e.g. its queue was full).
-    async fn remove(&self, id: &ExecutionId) -> bool;
+    async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable>;
     /// Evicts finished records older than the TTL; returns how many went.
-    async fn evict_expired(&self, now: Timestamp) -> usize;
+    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable>;
+    /// Every unfinished (queued or running) execution with its work, in the order
+    /// its current attempt entered its queue: what a restart queues again. A backend
+    /// that does not outlive its process has none.
+    async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable>;
     /// What the store holds now, for metrics. Backends that do not count say zeros.
     fn stats(&self) -> StoreStats {
         StoreStats::default()
@@ -372,57 +456,32 @@ impl MemoryExecutionStore {
             .records
             .get_mut(id)
             .ok_or_else(|| ApplyError::Unknown(id.clone()))?;
-        if change.version <= record.version {
-            return Err(ApplyError::Stale {
-                change: change.version,
-                current: record.version,
+        record.apply_change(change)?;
+        if record.state.is_terminal() {
+            let bytes = retained_bytes(&record);
+            self.finished_bytes.fetch_add(bytes, Ordering::AcqRel);
+            // The receiver lives as long as `self`; a send cannot fail.
+            let _ = self.finished_tx.send(FinishedEntry {
+                deadline: record.finished_at.unwrap_or(record.created_at).plus(self.ttl),
+                id: id.clone(),
+                bytes,
             });
-        }
-        record.state.check_transition(change.kind.target_state())?;
-        record.version = change.version;
-        match change.kind {
-            ChangeKind::Started { attempt, at } => {
-                record.state = ExecutionState::Running;
-                record.attempt = attempt;
-                record.started_at = Some(at);
-            }
-            ChangeKind::Requeued { attempt, at } => {
-                record.state = ExecutionState::Queued;
-                record.attempt = attempt;
-                record.enqueued_at = at;
-                record.started_at = None;
-            }
-            ChangeKind::Finished {
-                state,
-                at,
-                output,
-                error,
-                cold_start,
-                init_duration_ms,
-            } => {
-                record.state = state;
-                record.finished_at = Some(at);
-                record.output = output;
-                record.error = error;
-                record.cold_start = cold_start;
-                record.init_duration_ms = init_duration_ms;
-                let bytes = retained_bytes(&record);
-                self.finished_bytes.fetch_add(bytes, Ordering::AcqRel);
-                // The receiver lives as long as `self`; a send cannot fail.
-                let _ = self.finished_tx.send(FinishedEntry {
-                    deadline: at.plus(self.ttl),
-                    id: id.clone(),
-                    bytes,
-                });
-            }
         }
         Ok(ExecutionRecord::clone(&record))
     }
 }
 
+/// The memory backend forgets with its process: it keeps no work (the scheduler holds
+/// it while the execution lives) and has nothing unfinished to give a restart.
+/// Every write is done when its call returns, whatever the durability asked.
 #[async_trait]
 impl ExecutionStore for MemoryExecutionStore {
-    async fn insert(&self, record: ExecutionRecord) -> Result<(), InsertError> {
+    async fn insert(
+        &self,
+        execution: StoredExecution,
+        _durability: Durability,
+    ) -> Result<(), InsertError> {
+        let record = execution.record;
         match self.records.entry(record.id.clone()) {
             dashmap::Entry::Occupied(_) => Err(InsertError::Duplicate(record.id)),
             dashmap::Entry::Vacant(slot) => {
@@ -432,24 +491,29 @@ impl ExecutionStore for MemoryExecutionStore {
         }
     }
 
-    async fn get(&self, id: &ExecutionId) -> Option<ExecutionRecord> {
-        self.records.get(id).map(|r| ExecutionRecord::clone(&r))
+    async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
+        Ok(self.records.get(id).map(|r| ExecutionRecord::clone(&r)))
     }
 
     async fn apply(
         &self,
         id: &ExecutionId,
         change: RecordChange,
-    ) -> Result<ExecutionRecord, ApplyError> {
-        self.apply_now(id, change)
+        _durability: Durability,
+    ) -> Result<(), ApplyError> {
+        self.apply_now(id, change).map(drop)
     }
 
-    async fn remove(&self, id: &ExecutionId) -> bool {
-        self.records.remove(id).is_some()
+    async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable> {
+        Ok(self.records.remove(id).is_some())
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> usize {
-        self.evict_while(|entry| entry.deadline <= now)
+    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable> {
+        Ok(self.evict_while(|entry| entry.deadline <= now))
+    }
+
+    async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable> {
+        Ok(Vec::new())
     }
 
     fn stats(&self) -> StoreStats {
@@ -464,6 +528,29 @@ impl ExecutionStore for MemoryExecutionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store's own view of its writes, for these tests: inserts carry no work,
+    /// and a change answers the record it left.
+    impl MemoryExecutionStore {
+        async fn put(&self, record: ExecutionRecord) -> Result<(), InsertError> {
+            let work = ExecutionWork {
+                input: Payload::string(""),
+                metadata: Arc::default(),
+                trace_id: TraceId::new("t"),
+                idempotency_key: None,
+            };
+            let execution = StoredExecution { record, work };
+            ExecutionStore::insert(self, execution, Durability::Committed).await
+        }
+
+        async fn change(
+            &self,
+            id: &ExecutionId,
+            change: RecordChange,
+        ) -> Result<ExecutionRecord, ApplyError> {
+            self.apply_now(id, change)
+        }
+    }
 
     fn t(ms: u64) -> Timestamp {
         Timestamp::from_millis(ms)
@@ -487,7 +574,7 @@ mod tests {
         let store = MemoryExecutionStore::new(DurationMs(100));
         for id in ids {
             store
-                .insert(ExecutionRecord::queued(
+                .put(ExecutionRecord::queued(
                     ExecutionId::new(*id),
                     FunctionName::parse("f").unwrap(),
                     t(0),
@@ -503,7 +590,7 @@ mod tests {
         let store = store_with(&["a"]).await;
         let id = ExecutionId::new("a");
         store
-            .apply(
+            .change(
                 &id,
                 RecordChange {
                     version: 1,
@@ -516,7 +603,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .apply(
+            .change(
                 &id,
                 RecordChange {
                     version: 2,
@@ -529,7 +616,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .apply(
+            .change(
                 &id,
                 RecordChange {
                     version: 3,
@@ -541,7 +628,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let done = store.apply(&id, finished(4, 30)).await.unwrap();
+        let done = store.change(&id, finished(4, 30)).await.unwrap();
         let status = done.to_status();
         assert_eq!(
             (status.status, status.attempt),
@@ -557,7 +644,7 @@ mod tests {
     async fn stale_changes_are_dropped_and_terminal_records_never_move() {
         let store = store_with(&["a"]).await;
         let id = ExecutionId::new("a");
-        store.apply(&id, finished(2, 1)).await.unwrap();
+        store.change(&id, finished(2, 1)).await.unwrap();
         let late_start = RecordChange {
             version: 1,
             kind: ChangeKind::Started {
@@ -566,7 +653,7 @@ mod tests {
             },
         };
         assert_eq!(
-            store.apply(&id, late_start).await,
+            store.change(&id, late_start).await,
             Err(ApplyError::Stale {
                 change: 1,
                 current: 2
@@ -580,10 +667,10 @@ mod tests {
             },
         };
         assert!(matches!(
-            store.apply(&id, newer_start).await,
+            store.change(&id, newer_start).await,
             Err(ApplyError::InvalidTransition(_))
         ));
-        assert_eq!(store.get(&id).await.unwrap().state, ExecutionState::Success);
+        assert_eq!(store.get(&id).await.unwrap().unwrap().state, ExecutionState::Success);
     }
 
     #[tokio::test]
@@ -594,9 +681,9 @@ mod tests {
             FunctionName::parse("f").unwrap(),
             t(0),
         );
-        assert!(store.insert(again).await.is_err());
+        assert!(store.put(again).await.is_err());
         assert!(matches!(
-            store.apply(&ExecutionId::new("zz"), finished(1, 0)).await,
+            store.change(&ExecutionId::new("zz"), finished(1, 0)).await,
             Err(ApplyError::Unknown(_))
         ));
     }
@@ -605,18 +692,18 @@ mod tests {
     async fn finished_records_expire_after_the_ttl_and_live_ones_stay() {
         let store = store_with(&["a", "b", "live"]).await;
         store
-            .apply(&ExecutionId::new("a"), finished(1, 10))
+            .change(&ExecutionId::new("a"), finished(1, 10))
             .await
             .unwrap();
         store
-            .apply(&ExecutionId::new("b"), finished(1, 50))
+            .change(&ExecutionId::new("b"), finished(1, 50))
             .await
             .unwrap();
-        assert_eq!(store.evict_expired(t(109)).await, 0);
-        assert_eq!(store.evict_expired(t(110)).await, 1);
-        assert!(store.get(&ExecutionId::new("a")).await.is_none());
-        assert_eq!(store.evict_expired(t(10_000)).await, 1);
-        assert!(store.get(&ExecutionId::new("live")).await.is_some());
+        assert_eq!(store.evict_expired(t(109)).await.unwrap(), 0);
+        assert_eq!(store.evict_expired(t(110)).await.unwrap(), 1);
+        assert!(store.get(&ExecutionId::new("a")).await.unwrap().is_none());
+        assert_eq!(store.evict_expired(t(10_000)).await.unwrap(), 1);
+        assert!(store.get(&ExecutionId::new("live")).await.unwrap().is_some());
         assert_eq!(store.len(), 1);
     }
 
@@ -640,11 +727,11 @@ mod tests {
                 FunctionName::parse("f").unwrap(),
                 t(0),
             );
-            store.insert(record).await.unwrap();
+            store.put(record).await.unwrap();
         }
         for (n, id) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
             store
-                .apply(&ExecutionId::new(id), finished(1, n as u64))
+                .change(&ExecutionId::new(id), finished(1, n as u64))
                 .await
                 .unwrap();
         }
@@ -657,7 +744,7 @@ mod tests {
             ("live", true),
         ] {
             assert_eq!(
-                store.get(&ExecutionId::new(id)).await.is_some(),
+                store.get(&ExecutionId::new(id)).await.unwrap().is_some(),
                 kept,
                 "{id}"
             );
@@ -668,7 +755,7 @@ mod tests {
         assert_eq!(stats.finished_bytes, 3 * one);
 
         // The TTL sweep takes the rest and gives their bytes back.
-        assert_eq!(store.evict_expired(t(1_000_000)).await, 3);
+        assert_eq!(store.evict_expired(t(1_000_000)).await.unwrap(), 3);
         assert_eq!(store.stats().finished_bytes, 0);
     }
 }

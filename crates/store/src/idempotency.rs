@@ -9,6 +9,8 @@ use core_types::{DurationMs, ExecutionId, FunctionName, IdempotencyKey, Timestam
 use dashmap::DashMap;
 use tokio::sync::watch;
 
+use crate::StoreUnavailable;
+
 /// A digest of the request a key was first used with (SHA-256 of its canonical
 /// encoding, `InvocationRequest::write_canonical`); a different digest under the same
 /// key is a reused key.
@@ -36,7 +38,9 @@ pub enum ClaimOutcome {
     Reused,
 }
 
-/// Where idempotency claims live.
+/// Where idempotency claims live. A published claim is durable in a durable backend
+/// (its `publish` returns after the commit); a pending one belongs to a request in
+/// progress.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Claims `key` for `function`. If another request holds a pending claim on the
@@ -47,17 +51,27 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         key: &IdempotencyKey,
         fingerprint: Fingerprint,
         now: Timestamp,
-    ) -> ClaimOutcome;
-    /// Binds the claimed key to the execution it created.
-    async fn publish(&self, token: ClaimToken, execution: ExecutionId, now: Timestamp);
-    /// Gives the claim up (the request was rejected): the key is free again. Not async,
-    /// so it can run from a guard's `Drop`.
-    fn abandon(&self, token: ClaimToken);
+    ) -> Result<ClaimOutcome, StoreUnavailable>;
+    /// Binds the claimed key to the execution it created. On a fault the claim is
+    /// given up (as by [`abandon`](Self::abandon)): the key is free again.
+    async fn publish(
+        &self,
+        token: ClaimToken,
+        execution: ExecutionId,
+        now: Timestamp,
+    ) -> Result<(), StoreUnavailable>;
+    /// Gives the claim up (the request was rejected): the key is free again.
+    async fn abandon(&self, token: ClaimToken);
     /// Forgets `key` if it still names `execution`: that execution has been forgotten
-    /// (its record evicted), and the key goes with it.
-    async fn forget(&self, function: &FunctionName, key: &IdempotencyKey, execution: &ExecutionId);
+    /// (its record evicted, or it was never accepted), and the key goes with it.
+    async fn forget(
+        &self,
+        function: &FunctionName,
+        key: &IdempotencyKey,
+        execution: &ExecutionId,
+    ) -> Result<(), StoreUnavailable>;
     /// Forgets published keys older than the TTL; returns how many went.
-    async fn evict_expired(&self, now: Timestamp) -> usize;
+    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable>;
     /// What the store holds now, for metrics. Backends that do not count say zeros.
     fn stats(&self) -> ClaimStats {
         ClaimStats::default()
@@ -199,9 +213,9 @@ impl MemoryIdempotencyStore {
     }
 }
 
-#[async_trait]
-impl IdempotencyStore for MemoryIdempotencyStore {
-    async fn claim(
+impl MemoryIdempotencyStore {
+    /// [`IdempotencyStore::claim`], which cannot fail in memory.
+    pub async fn claim_now(
         &self,
         function: &FunctionName,
         key: &IdempotencyKey,
@@ -262,9 +276,14 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         }
     }
 
-    async fn publish(&self, token: ClaimToken, execution: ExecutionId, now: Timestamp) {
+    /// [`IdempotencyStore::publish`], which cannot fail in memory.
+    pub fn publish_now(&self, token: ClaimToken, execution: ExecutionId, now: Timestamp) {
+        self.remember(token, execution, now.plus(self.ttl));
+    }
+
+    /// Publishes `token` as expiring at `expires_at`.
+    fn remember(&self, token: ClaimToken, execution: ExecutionId, expires_at: Timestamp) {
         let scope = (token.function, token.key);
-        let expires_at = now.plus(self.ttl);
         let Some(mut entry) = self.entries.get_mut(&scope) else {
             return;
         };
@@ -294,7 +313,8 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         }
     }
 
-    fn abandon(&self, token: ClaimToken) {
+    /// [`IdempotencyStore::abandon`].
+    pub fn abandon_now(&self, token: ClaimToken) {
         let scope = (token.function, token.key);
         self.entries.remove_if(
             &scope,
@@ -302,7 +322,8 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         );
     }
 
-    async fn forget(&self, function: &FunctionName, key: &IdempotencyKey, execution: &ExecutionId) {
+    /// [`IdempotencyStore::forget`].
+    pub fn forget_now(&self, function: &FunctionName, key: &IdempotencyKey, execution: &ExecutionId) {
         let scope = (function.clone(), key.clone());
         let names_it = |_: &Scope, entry: &Entry| matches!(entry, Entry::Published { execution: named, .. } if named == execution);
         if let Some((_, entry)) = self.entries.remove_if(&scope, names_it) {
@@ -310,16 +331,95 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         }
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> usize {
+    /// [`IdempotencyStore::evict_expired`].
+    pub fn evict_expired_now(&self, now: Timestamp) -> usize {
         self.evict_while(|_, deadline| deadline <= now)
     }
 
-    fn stats(&self) -> ClaimStats {
+    /// Remembers a key published before (by an earlier process, read back from a
+    /// durable backend), unless it has expired or the key is held already.
+    pub fn restore(
+        &self,
+        function: FunctionName,
+        key: IdempotencyKey,
+        fingerprint: Fingerprint,
+        execution: ExecutionId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) {
+        if expires_at <= now {
+            return;
+        }
+        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let scope = (function.clone(), key.clone());
+        if let dashmap::Entry::Vacant(vacant) = self.entries.entry(scope) {
+            vacant.insert(Entry::Pending {
+                fingerprint,
+                nonce,
+                settled: watch::channel(()).0,
+            });
+        } else {
+            return;
+        }
+        let token = ClaimToken {
+            function,
+            key,
+            nonce,
+        };
+        self.remember(token, execution, expires_at);
+    }
+
+    fn stats_now(&self) -> ClaimStats {
         ClaimStats {
             keys: self.published.load(Ordering::Acquire),
             bytes: self.bytes.load(Ordering::Acquire),
             evicted_over_budget: self.evicted_over_budget.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryIdempotencyStore {
+    async fn claim(
+        &self,
+        function: &FunctionName,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreUnavailable> {
+        Ok(self.claim_now(function, key, fingerprint, now).await)
+    }
+
+    async fn publish(
+        &self,
+        token: ClaimToken,
+        execution: ExecutionId,
+        now: Timestamp,
+    ) -> Result<(), StoreUnavailable> {
+        self.publish_now(token, execution, now);
+        Ok(())
+    }
+
+    async fn abandon(&self, token: ClaimToken) {
+        self.abandon_now(token);
+    }
+
+    async fn forget(
+        &self,
+        function: &FunctionName,
+        key: &IdempotencyKey,
+        execution: &ExecutionId,
+    ) -> Result<(), StoreUnavailable> {
+        self.forget_now(function, key, execution);
+        Ok(())
+    }
+
+    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable> {
+        Ok(self.evict_expired_now(now))
+    }
+
+    fn stats(&self) -> ClaimStats {
+        self.stats_now()
     }
 }
 
@@ -344,7 +444,7 @@ mod tests {
         now: Timestamp,
     ) -> ClaimToken {
         let (f, k) = scope();
-        match store.claim(&f, &k, fingerprint, now).await {
+        match store.claim_now(&f, &k, fingerprint, now).await {
             ClaimOutcome::Acquired(token) => token,
             other => panic!("expected the key to be free, got {other:?}"),
         }
@@ -355,19 +455,19 @@ mod tests {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let (f, k) = scope();
         let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
-        store.publish(token, ExecutionId::new("e1"), t(0)).await;
+        store.publish_now(token, ExecutionId::new("e1"), t(0));
         assert_eq!(
-            store.claim(&f, &k, Fingerprint([1; 32]), t(50)).await,
+            store.claim_now(&f, &k, Fingerprint([1; 32]), t(50)).await,
             ClaimOutcome::Existing(ExecutionId::new("e1"))
         );
         assert_eq!(
-            store.claim(&f, &k, Fingerprint([2; 32]), t(50)).await,
+            store.claim_now(&f, &k, Fingerprint([2; 32]), t(50)).await,
             ClaimOutcome::Reused
         );
         let other_function = FunctionName::parse("g").unwrap();
         assert!(matches!(
             store
-                .claim(&other_function, &k, Fingerprint([2; 32]), t(50))
+                .claim_now(&other_function, &k, Fingerprint([2; 32]), t(50))
                 .await,
             ClaimOutcome::Acquired(_)
         ));
@@ -378,10 +478,10 @@ mod tests {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let (f, k) = scope();
         let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
-        store.abandon(token);
+        store.abandon_now(token);
         assert!(store.is_empty());
         assert!(matches!(
-            store.claim(&f, &k, Fingerprint([2; 32]), t(0)).await,
+            store.claim_now(&f, &k, Fingerprint([2; 32]), t(0)).await,
             ClaimOutcome::Acquired(_)
         ));
     }
@@ -391,13 +491,13 @@ mod tests {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let (f, k) = scope();
         let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
-        store.publish(token, ExecutionId::new("e1"), t(0)).await;
+        store.publish_now(token, ExecutionId::new("e1"), t(0));
         assert!(matches!(
-            store.claim(&f, &k, Fingerprint([1; 32]), t(100)).await,
+            store.claim_now(&f, &k, Fingerprint([1; 32]), t(100)).await,
             ClaimOutcome::Acquired(_)
         ));
         assert_eq!(
-            store.evict_expired(t(100)).await,
+            store.evict_expired_now(t(100)),
             0,
             "the key was claimed again, so it is not published-and-expired"
         );
@@ -407,9 +507,9 @@ mod tests {
     async fn the_sweep_forgets_expired_keys() {
         let store = MemoryIdempotencyStore::new(DurationMs(100));
         let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
-        store.publish(token, ExecutionId::new("e1"), t(0)).await;
-        assert_eq!(store.evict_expired(t(99)).await, 0);
-        assert_eq!(store.evict_expired(t(100)).await, 1);
+        store.publish_now(token, ExecutionId::new("e1"), t(0));
+        assert_eq!(store.evict_expired_now(t(99)), 0);
+        assert_eq!(store.evict_expired_now(t(100)), 1);
         assert!(store.is_empty());
     }
 
@@ -419,9 +519,9 @@ mod tests {
         let (f, k) = scope();
         let token = acquire(&store, Fingerprint([7; 32]), t(0)).await;
         let waiters: Vec<_> = (0..8)
-            .map(|_| store.claim(&f, &k, Fingerprint([7; 32]), t(1)))
+            .map(|_| store.claim_now(&f, &k, Fingerprint([7; 32]), t(1)))
             .collect();
-        let publish = store.publish(token, ExecutionId::new("only"), t(1));
+        let publish = async { store.publish_now(token, ExecutionId::new("only"), t(1)) };
         let (outcomes, ()) = futures::join!(futures::future::join_all(waiters), publish);
         assert!(
             outcomes
@@ -436,16 +536,16 @@ mod tests {
         let (f, k) = scope();
         let token = acquire(&store, Fingerprint([7; 32]), t(0)).await;
         let waiter = || async {
-            let outcome = store.claim(&f, &k, Fingerprint([7; 32]), t(1)).await;
+            let outcome = store.claim_now(&f, &k, Fingerprint([7; 32]), t(1)).await;
             match outcome {
                 ClaimOutcome::Acquired(token) => {
-                    store.publish(token, ExecutionId::new("second"), t(1)).await;
+                    store.publish_now(token, ExecutionId::new("second"), t(1));
                     None
                 }
                 other => Some(other),
             }
         };
-        let abandon = async { store.abandon(token) };
+        let abandon = async { store.abandon_now(token) };
         let (outcomes, ()) = futures::join!(
             futures::future::join_all([waiter(), waiter(), waiter()]),
             abandon
@@ -477,27 +577,26 @@ mod tests {
         for n in 0..5 {
             let (f, k) = scope_of(n);
             let ClaimOutcome::Acquired(token) =
-                store.claim(&f, &k, Fingerprint([1; 32]), t(n.into())).await
+                store.claim_now(&f, &k, Fingerprint([1; 32]), t(n.into())).await
             else {
                 panic!("free key");
             };
             store
-                .publish(token, ExecutionId::new(format!("e{n}")), t(n.into()))
-                .await;
+                .publish_now(token, ExecutionId::new(format!("e{n}")), t(n.into()));
         }
         let stats = store.stats();
         assert_eq!((stats.keys, stats.evicted_over_budget), (3, 2));
         assert_eq!(stats.bytes, 3 * one);
         for n in 0..5 {
             let (f, k) = scope_of(n);
-            let outcome = store.claim(&f, &k, Fingerprint([1; 32]), t(10)).await;
+            let outcome = store.claim_now(&f, &k, Fingerprint([1; 32]), t(10)).await;
             let remembered = matches!(outcome, ClaimOutcome::Existing(_));
             assert_eq!(remembered, n >= 2, "key-{n}: {outcome:?}");
             if let ClaimOutcome::Acquired(token) = outcome {
-                store.abandon(token);
+                store.abandon_now(token);
             }
         }
-        assert_eq!(store.evict_expired(t(1_000_000)).await, 3);
+        assert_eq!(store.evict_expired_now(t(1_000_000)), 3);
         assert_eq!(
             store.stats(),
             ClaimStats {
@@ -513,16 +612,16 @@ mod tests {
         let store = MemoryIdempotencyStore::new(DurationMs(60_000));
         let (f, k) = scope();
         let token = acquire(&store, Fingerprint([1; 32]), t(0)).await;
-        store.publish(token, ExecutionId::new("e1"), t(0)).await;
-        store.forget(&f, &k, &ExecutionId::new("other")).await;
+        store.publish_now(token, ExecutionId::new("e1"), t(0));
+        store.forget_now(&f, &k, &ExecutionId::new("other"));
         assert_eq!(
-            store.claim(&f, &k, Fingerprint([1; 32]), t(1)).await,
+            store.claim_now(&f, &k, Fingerprint([1; 32]), t(1)).await,
             ClaimOutcome::Existing(ExecutionId::new("e1")),
             "it names another execution: kept"
         );
-        store.forget(&f, &k, &ExecutionId::new("e1")).await;
+        store.forget_now(&f, &k, &ExecutionId::new("e1"));
         assert!(matches!(
-            store.claim(&f, &k, Fingerprint([2; 32]), t(1)).await,
+            store.claim_now(&f, &k, Fingerprint([2; 32]), t(1)).await,
             ClaimOutcome::Acquired(_)
         ));
         assert_eq!(store.stats().bytes, 0);

@@ -6,6 +6,8 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use core_types::{ExecutionMode, FunctionName, FunctionSpec, Timestamp};
 
+use crate::StoreUnavailable;
+
 /// A function as registered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisteredFunction {
@@ -24,22 +26,34 @@ pub struct RegisteredFunction {
 #[error("function {0} exists already")]
 pub struct AlreadyRegistered(pub FunctionName);
 
-/// Where registered functions live.
+/// Why a function could not be registered in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The name is taken.
+    #[error(transparent)]
+    AlreadyRegistered(#[from] AlreadyRegistered),
+    /// The store could not take it.
+    #[error(transparent)]
+    Unavailable(#[from] StoreUnavailable),
+}
+
+/// Where registered functions are kept: the record of what is registered, read in
+/// full when the control plane starts. Every write returns after it is durable (in a
+/// durable backend). The scheduler's own view of its functions serves every read
+/// after that, so invocations never query it.
 #[async_trait]
 pub trait FunctionRegistry: Send + Sync + 'static {
     /// Registers a function; refuses a taken name.
-    async fn register(&self, function: RegisteredFunction) -> Result<(), AlreadyRegistered>;
-    /// One function.
-    async fn get(&self, name: &str) -> Option<RegisteredFunction>;
+    async fn register(&self, function: RegisteredFunction) -> Result<(), RegistryError>;
+    /// Replaces a registered function (its deployment changed, e.g. its replicas).
+    async fn replace(&self, function: RegisteredFunction) -> Result<(), StoreUnavailable>;
     /// Every function, sorted by name.
-    async fn list(&self) -> Vec<RegisteredFunction>;
+    async fn list(&self) -> Result<Vec<RegisteredFunction>, StoreUnavailable>;
     /// Unregisters a function, returning it.
-    async fn remove(&self, name: &str) -> Option<RegisteredFunction>;
+    async fn remove(&self, name: &str) -> Result<Option<RegisteredFunction>, StoreUnavailable>;
 }
 
-/// In-memory registry. Registration is rare and reads are cheap clones of `Arc`s, so
-/// one `RwLock` over a sorted map is enough (the scheduler keeps its own per-function
-/// handles for the hot path).
+/// In-memory registry: one `RwLock` over a sorted map (registration is rare).
 #[derive(Debug, Default)]
 pub struct MemoryFunctionRegistry {
     functions: RwLock<BTreeMap<FunctionName, RegisteredFunction>>,
@@ -54,38 +68,40 @@ impl MemoryFunctionRegistry {
 
 #[async_trait]
 impl FunctionRegistry for MemoryFunctionRegistry {
-    async fn register(&self, function: RegisteredFunction) -> Result<(), AlreadyRegistered> {
+    async fn register(&self, function: RegisteredFunction) -> Result<(), RegistryError> {
         let mut functions = self.functions.write().unwrap_or_else(|p| p.into_inner());
         let name = function.spec.name.clone();
         if functions.contains_key(&name) {
-            return Err(AlreadyRegistered(name));
+            return Err(AlreadyRegistered(name).into());
         }
         functions.insert(name, function);
         Ok(())
     }
 
-    async fn get(&self, name: &str) -> Option<RegisteredFunction> {
+    async fn replace(&self, function: RegisteredFunction) -> Result<(), StoreUnavailable> {
         self.functions
-            .read()
+            .write()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+            .insert(function.spec.name.clone(), function);
+        Ok(())
     }
 
-    async fn list(&self) -> Vec<RegisteredFunction> {
-        self.functions
+    async fn list(&self) -> Result<Vec<RegisteredFunction>, StoreUnavailable> {
+        Ok(self
+            .functions
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect()
+            .collect())
     }
 
-    async fn remove(&self, name: &str) -> Option<RegisteredFunction> {
-        self.functions
+    async fn remove(&self, name: &str) -> Result<Option<RegisteredFunction>, StoreUnavailable> {
+        Ok(self
+            .functions
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
+            .remove(name))
     }
 }
 
@@ -113,17 +129,18 @@ mod tests {
         }
         assert_eq!(
             registry.register(function("a")).await,
-            Err(AlreadyRegistered(FunctionName::parse("a").unwrap()))
+            Err(AlreadyRegistered(FunctionName::parse("a").unwrap()).into())
         );
         let names: Vec<_> = registry
             .list()
             .await
+            .unwrap()
             .into_iter()
             .map(|f| f.spec.name.to_string())
             .collect();
         assert_eq!(names, ["a", "b", "c"]);
-        assert!(registry.remove("b").await.is_some());
-        assert!(registry.get("b").await.is_none());
-        assert!(registry.remove("b").await.is_none());
+        assert!(registry.remove("b").await.unwrap().is_some());
+        assert!(registry.remove("b").await.unwrap().is_none());
+        assert_eq!(registry.list().await.unwrap().len(), 2);
     }
 }
