@@ -132,7 +132,7 @@ async fn assert_unharmed(api: &Api) {
     let health = api.send(&Call::get("/actuator/health")).await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.json(), &json!({"status": "UP"}));
-    for function in api.scheduler.functions().await {
+    for function in api.scheduler.functions() {
         let name = function.spec.name.as_str();
         let queue = api.scheduler.queue_snapshot(name).expect("registered");
         assert_eq!(queue.in_flight, 0, "{name} holds a slot: {queue:?}");

@@ -63,6 +63,11 @@ pub enum ErrorCode {
     RequestHeaderFieldsTooLarge,
     /// Something failed inside the control plane.
     InternalError,
+    /// The control plane restarted while the execution ran its last attempt.
+    ControlPlaneRestarted,
+    /// The store could not make a change durable (disk full, gone or read-only):
+    /// nothing was changed.
+    StoreUnavailable,
 }
 
 impl ErrorCode {
@@ -95,6 +100,8 @@ impl ErrorCode {
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::RequestHeaderFieldsTooLarge => "REQUEST_HEADER_FIELDS_TOO_LARGE",
             Self::InternalError => "INTERNAL_ERROR",
+            Self::ControlPlaneRestarted => "CONTROL_PLANE_RESTARTED",
+            Self::StoreUnavailable => "STORE_UNAVAILABLE",
         }
     }
 }
@@ -118,6 +125,8 @@ mod tests {
             ErrorCode::InvalidRuntimeConfig,
             ErrorCode::QueueTimeout,
             ErrorCode::RequestHeaderFieldsTooLarge,
+            ErrorCode::ControlPlaneRestarted,
+            ErrorCode::StoreUnavailable,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

@@ -74,6 +74,10 @@ pub enum ApiError {
     /// A runtime-config change refused (422 invalid, 409 stale revision).
     #[error(transparent)]
     RuntimeConfig(#[from] ConfigChangeError),
+    /// The store could not read or make durable what the request needs (503
+    /// `STORE_UNAVAILABLE`): nothing was changed.
+    #[error(transparent)]
+    StoreUnavailable(#[from] store::StoreUnavailable),
     /// A fault inside the control plane (500 `INTERNAL_ERROR`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -150,9 +154,17 @@ impl ApiError {
             Self::RuntimeConfig(ConfigChangeError::RevisionMismatch { .. }) => {
                 (S::CONFLICT, ErrorCode::RevisionMismatch)
             }
-            Self::Submit(SubmitError::Store(_))
-            | Self::Wait(WaitError::UnknownExecution(_))
-            | Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
+            Self::StoreUnavailable(_)
+            | Self::Submit(SubmitError::StoreUnavailable(_))
+            | Self::Register(RegisterError::StoreUnavailable(_))
+            | Self::Remove(RemoveError::StoreUnavailable(_))
+            | Self::Complete(CompleteError::StoreUnavailable(_))
+            | Self::Wait(WaitError::StoreUnavailable(_)) => {
+                (S::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
+            }
+            Self::Wait(WaitError::UnknownExecution(_)) | Self::Internal(_) => {
+                (S::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
+            }
         }
     }
 }

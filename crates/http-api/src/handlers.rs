@@ -103,7 +103,7 @@ pub(crate) async fn register_function(
 )]
 pub(crate) async fn list_functions(State(state): State<AppState>) -> Json<Vec<FunctionView>> {
     // The registry lists functions sorted by name (its port's contract).
-    let functions = state.scheduler.functions().await;
+    let functions = state.scheduler.functions();
     Json(functions.iter().map(FunctionView::of).collect())
 }
 
@@ -126,7 +126,6 @@ pub(crate) async fn get_function(
     let function = state
         .scheduler
         .function(&name)
-        .await
         .ok_or_else(|| function_not_found(&name))?;
     Ok(Json(FunctionView::of(&function)))
 }
@@ -280,7 +279,7 @@ pub(crate) async fn function_action(
     request.validate().map_err(ApiError::invalid_all)?;
 
     // Fail fast on an unknown function before anything is queued.
-    let Some(function) = state.scheduler.function(name.as_str()).await else {
+    let Some(function) = state.scheduler.function(name.as_str()) else {
         return Err(function_not_found(name.as_str()));
     };
     // Before submit: a refused request leaves no execution and no idempotency claim.
@@ -409,7 +408,7 @@ pub(crate) async fn get_execution(
     let record = state
         .scheduler
         .execution(&ExecutionId::new(id.as_str()))
-        .await
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no execution {}", shown(&id))))?;
     Ok(Json(record.to_status()).into_response())
 }

@@ -323,7 +323,7 @@ impl Metrics {
     pub async fn render(&self, scheduler: &Scheduler) -> String {
         let depth = Family::<FunctionLabel, Gauge>::default();
         let in_flight = Family::<FunctionLabel, Gauge>::default();
-        for function in scheduler.functions().await {
+        for function in scheduler.functions() {
             let name = function.spec.name.as_str();
             // Counters only: no lock taken, no id copied.
             let Some(queue) = scheduler.queue_load(name) else {

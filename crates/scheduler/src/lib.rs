@@ -57,8 +57,8 @@ pub use events::{NoObserver, Observer, SchedulerEvent};
 pub use ids::UuidV7Ids;
 pub use scheduler::{
     CompleteError, MemoryLimits, QueueLoad, QueueSnapshot, RegisterError, RemoveError,
-    ReplicasError, Scheduler, SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions,
-    Submitted, TickError, WaitError, Waiter,
+    ReplicasError, Restored, Scheduler, SchedulerConfig, SchedulerParts, SubmitError,
+    SubmitOptions, Submitted, TickError, WaitError, Waiter,
 };
 #[cfg(feature = "testing")]
 pub use scheduler::{LiveExecution, LivePhase};

@@ -18,9 +18,10 @@ use futures::FutureExt;
 use queue::{FunctionQueue, PushError, QueuedExecution, Readiness, ReadyFunctions, Slot};
 use store::ExecutionIdHasher;
 use store::{
-    AlreadyRegistered, ChangeKind, ClaimOutcome, ClaimToken, ExecutionRecord, ExecutionStore,
-    Fingerprint, FunctionRegistry, IdempotencyStore, MemoryExecutionStore, MemoryFunctionRegistry,
-    MemoryIdempotencyStore, RecordChange, RegisteredFunction,
+    AlreadyRegistered, ChangeKind, ClaimOutcome, ClaimToken, Durability, ExecutionRecord,
+    ExecutionStore, ExecutionWork, Fingerprint, FunctionRegistry, IdempotencyStore,
+    MemoryExecutionStore, MemoryFunctionRegistry, MemoryIdempotencyStore, RecordChange,
+    RegisteredFunction, RegistryError, StoreUnavailable, StoredExecution,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -38,8 +39,11 @@ mod background;
 mod complete;
 mod errors;
 mod functions;
+mod restore;
 mod submit;
 mod waiting;
+
+pub use restore::Restored;
 
 pub use waiting::Waiter;
 
@@ -211,9 +215,11 @@ pub struct QueueLoad {
     pub in_flight: usize,
 }
 
-/// A registered function's hot-path handles.
+/// A registered function: the scheduler's view of it, which serves every read (the
+/// registry is only written, and read in full at start), and its queue.
 #[derive(Debug)]
 struct FunctionRuntime {
+    registered: RegisteredFunction,
     spec: Arc<FunctionSpec>,
     queue: Arc<FunctionQueue>,
 }
@@ -226,6 +232,12 @@ struct Live {
     attempt: u32,
     version: u64,
     phase: Phase,
+    /// Its record with every decision taken so far applied: what its waiters receive
+    /// when it ends (a write behind may not have reached the store yet).
+    record: ExecutionRecord,
+    /// How its writes are made: behind for a sync invocation without a key (its
+    /// caller's connection breaks with the process anyway), committed otherwise.
+    durability: Durability,
     input: Payload,
     metadata: Arc<BTreeMap<String, String>>,
     trace_id: TraceId,
@@ -258,14 +270,17 @@ enum Decision {
     Ignore(IgnoredBecause),
     Retry {
         function: Arc<FunctionRuntime>,
-        version: u64,
+        change: RecordChange,
+        durability: Durability,
         next_attempt: u32,
         error: ErrorInfo,
         running: RunningAttempt,
     },
     Finish {
-        version: u64,
-        completion: Completion,
+        change: RecordChange,
+        durability: Durability,
+        /// The final record, as the waiters receive it.
+        record: ExecutionRecord,
         running: Option<RunningAttempt>,
     },
 }
@@ -283,6 +298,9 @@ struct Inner {
     background: AtomicBool,
     tasks: TaskTracker,
     stopping: CancellationToken,
+    /// Cancelled when shutdown's grace is over: writes the store keeps refusing are
+    /// given up (what was last committed is what a restart recovers).
+    gave_up: CancellationToken,
     ignored_completions: AtomicU64,
     /// When retries waiting out their backoff come due (background mode only).
     retry_timer: background::RetryTimer,
@@ -324,6 +342,7 @@ impl Scheduler {
                 background: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 stopping: CancellationToken::new(),
+                gave_up: CancellationToken::new(),
                 ignored_completions: AtomicU64::new(0),
                 retry_timer: background::RetryTimer::default(),
                 queued_input_bytes: Arc::default(),
@@ -331,9 +350,16 @@ impl Scheduler {
         }
     }
 
-    /// An execution's record.
-    pub async fn execution(&self, id: &ExecutionId) -> Option<ExecutionRecord> {
-        self.inner.parts.executions.get(id).await
+    /// An execution's record, as the store has it (what survives a crash); for a live
+    /// execution whose first write is still behind, as the scheduler has it.
+    pub async fn execution(
+        &self,
+        id: &ExecutionId,
+    ) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
+        if let Some(record) = self.inner.parts.executions.get(id).await? {
+            return Ok(Some(record));
+        }
+        Ok(self.inner.live.get(id).map(|live| live.record.clone()))
     }
 
     /// What the execution store holds (records, finished bytes, budget evictions).

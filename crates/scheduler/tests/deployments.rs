@@ -160,7 +160,7 @@ async fn a_failed_provisioning_leaves_nothing_registered() {
         matches!(refused, Err(RegisterError::Provision(_))),
         "{refused:?}"
     );
-    assert!(scheduler.function("resize").await.is_none());
+    assert!(scheduler.function("resize").is_none());
     assert!(scheduler.queue_snapshot("resize").is_none());
 }
 
@@ -191,7 +191,7 @@ async fn without_a_provider_a_deployment_needs_its_own_endpoint_and_runs_as_pool
 
     let refused = scheduler.register_function(deployment(json!({}))).await;
     assert_eq!(refused, Err(RegisterError::NoProvider(name())));
-    assert!(scheduler.function("resize").await.is_none());
+    assert!(scheduler.function("resize").is_none());
 
     let registered = scheduler
         .register_function(deployment(json!({"endpointUrl": "http://127.0.0.1:9/run"})))
@@ -255,7 +255,7 @@ async fn a_registration_whose_caller_goes_away_while_provisioning_still_complete
     }
     hold.release.notify_one();
     until("the registration to finish", async || {
-        scheduler.function("resize").await.is_some()
+        scheduler.function("resize").is_some()
     })
     .await;
     assert_eq!(
@@ -289,5 +289,5 @@ async fn a_removal_whose_caller_goes_away_still_removes_the_deployment() {
         provider.calls().last().map(String::as_str) == Some("deprovisioned resize")
     })
     .await;
-    assert!(scheduler.function("resize").await.is_none());
+    assert!(scheduler.function("resize").is_none());
 }

@@ -34,7 +34,7 @@ async fn case_unreachable_endpoint_with_max_retries_1_ends_in_error_after_one_dr
     let id = case.submit(&f, json!({"n": 1}), None).await.unwrap();
     case.checkpoint("01_enqueued").await;
     assert!(case.drain_once(&f).await);
-    let record = case.scheduler.execution(&id).await.unwrap();
+    let record = case.scheduler.execution(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ExecutionState::Error);
     assert!(record.error.unwrap().has_code(ErrorCode::DispatchError));
     case.checkpoint("02_drained_once_and_failed").await;
@@ -55,7 +55,7 @@ async fn case_a_pool_json_answer_becomes_the_output_right_after_the_drain() {
         .await
         .unwrap();
     assert!(case.drain_once(&f).await);
-    let record = case.scheduler.execution(&id).await.unwrap();
+    let record = case.scheduler.execution(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ExecutionState::Success);
     assert_eq!(
         record.output.unwrap().to_value(),
@@ -72,7 +72,7 @@ async fn case_max_retries_3_against_a_failing_endpoint_retries_with_the_same_id(
     let id = case.submit(&f, json!(1), None).await.unwrap();
 
     assert!(case.drain_once(&f).await);
-    let record = case.scheduler.execution(&id).await.unwrap();
+    let record = case.scheduler.execution(&id).await.unwrap().unwrap();
     assert_eq!((record.state, record.attempt), (ExecutionState::Queued, 2));
     case.checkpoint("01_first_drain_queued_again_as_attempt_2")
         .await;
@@ -84,7 +84,7 @@ async fn case_max_retries_3_against_a_failing_endpoint_retries_with_the_same_id(
 
     case.advance_past_backoff(3);
     assert!(case.drain_once(&f).await);
-    let record = case.scheduler.execution(&id).await.unwrap();
+    let record = case.scheduler.execution(&id).await.unwrap().unwrap();
     assert_eq!((record.state, record.attempt), (ExecutionState::Error, 3));
     case.checkpoint("03_third_drain_ended_in_error").await;
     assert!(!case.drain_once(&f).await, "nothing is left to dispatch");
@@ -108,7 +108,7 @@ async fn case_a_retry_is_not_dispatched_before_its_backoff_is_over() {
     assert!(!case.drain_once(&f).await, "1 ms early");
     case.advance_clock(1);
     assert!(case.drain_once(&f).await);
-    let record = case.scheduler.execution(&id).await.unwrap();
+    let record = case.scheduler.execution(&id).await.unwrap().unwrap();
     assert_eq!((record.state, record.attempt), (ExecutionState::Success, 2));
     case.checkpoint("02_due_then_drained").await;
 }
@@ -128,7 +128,7 @@ async fn case_local_succeeds_with_the_input_as_output() {
         .await
         .unwrap();
     assert!(case.drain_once(&f).await);
-    let record = case.scheduler.execution(&id).await.unwrap();
+    let record = case.scheduler.execution(&id).await.unwrap().unwrap();
     assert_eq!(
         record.output.unwrap().to_value(),
         json!({"text": "same", "list": [true, null]})
@@ -228,7 +228,7 @@ async fn case_a_retry_that_finds_the_queue_full_ends_in_error_with_the_original_
         "function answered 500: a failed"
     ))));
     running_a.await.unwrap();
-    let record = case.scheduler.execution(&a).await.unwrap();
+    let record = case.scheduler.execution(&a).await.unwrap().unwrap();
     assert_eq!(record.state, ExecutionState::Error);
     assert_eq!(
         record.error.unwrap().message,
@@ -239,7 +239,7 @@ async fn case_a_retry_that_finds_the_queue_full_ends_in_error_with_the_original_
 
     assert!(case.drain_once(&f).await);
     assert_eq!(
-        case.scheduler.execution(&b).await.unwrap().state,
+        case.scheduler.execution(&b).await.unwrap().unwrap().state,
         ExecutionState::Success
     );
     case.checkpoint("03_b_ran").await;
@@ -293,7 +293,12 @@ async fn case_a_sync_wait_that_times_out_is_terminal_and_a_late_completion_does_
         "the timed-out queued execution is never dispatched"
     );
     assert_eq!(
-        case.scheduler.execution(&running).await.unwrap().state,
+        case.scheduler
+            .execution(&running)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         ExecutionState::Timeout
     );
     case.checkpoint("02_late_callback_ignored_nothing_dispatched")
@@ -476,7 +481,12 @@ async fn case_removal_ends_queued_executions_with_function_removed() {
     assert!(release.release(Ok(DispatchSuccess::warm(Payload::string("a done")))));
     attempt.await.unwrap();
     assert_eq!(
-        case.scheduler.execution(&running).await.unwrap().state,
+        case.scheduler
+            .execution(&running)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         ExecutionState::Success
     );
     case.checkpoint("03_the_running_one_finished").await;
@@ -492,7 +502,7 @@ async fn case_a_dispatch_panic_ends_the_execution_in_error_and_frees_the_slot() 
     let panicked = case.submit(&f, json!("boom"), None).await.unwrap();
     let next = case.submit(&f, json!("fine"), None).await.unwrap();
     assert!(case.drain_once(&f).await);
-    let record = case.scheduler.execution(&panicked).await.unwrap();
+    let record = case.scheduler.execution(&panicked).await.unwrap().unwrap();
     assert_eq!(
         (record.state, record.attempt),
         (ExecutionState::Error, 1),
@@ -502,7 +512,12 @@ async fn case_a_dispatch_panic_ends_the_execution_in_error_and_frees_the_slot() 
     case.checkpoint("01_panic_ended_in_error_slot_free").await;
     assert!(case.drain_once(&f).await);
     assert_eq!(
-        case.scheduler.execution(&next).await.unwrap().state,
+        case.scheduler
+            .execution(&next)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         ExecutionState::Success
     );
     case.checkpoint("02_next_execution_used_the_slot").await;
@@ -553,7 +568,7 @@ async fn case_shutdown_ends_in_flight_and_queued_work() {
         (&finishing, ExecutionState::Success),
     ] {
         assert_eq!(
-            case.scheduler.execution(id).await.unwrap().state,
+            case.scheduler.execution(id).await.unwrap().unwrap().state,
             state,
             "{id}"
         );
@@ -618,7 +633,12 @@ async fn case_a_blocked_function_does_not_stall_another() {
         assert_eq!(record.state, ExecutionState::Success);
     }
     assert_eq!(
-        case.scheduler.execution(&blocked).await.unwrap().state,
+        case.scheduler
+            .execution(&blocked)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         ExecutionState::Running
     );
     case.checkpoint("01_fast_done_while_slow_blocked").await;
@@ -642,7 +662,12 @@ async fn case_in_manual_mode_a_sync_waiter_drives_the_work_ahead_of_it_and_then_
     let record = case.scheduler.wait_for_result(&own, None).await.unwrap();
     assert_eq!(record.state, ExecutionState::Success);
     assert_eq!(
-        case.scheduler.execution(&ahead).await.unwrap().state,
+        case.scheduler
+            .execution(&ahead)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         ExecutionState::Success,
         "FIFO: the work ahead ran first"
     );
@@ -682,7 +707,12 @@ async fn case_in_manual_mode_a_sync_waiter_waits_for_a_busy_slot_and_retries_its
     assert_eq!(record.state, ExecutionState::Success);
     assert_eq!(record.attempt, 2, "the waiter dispatched its retry too");
     assert_eq!(
-        case.scheduler.execution(&first).await.unwrap().state,
+        case.scheduler
+            .execution(&first)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         ExecutionState::Success
     );
     case.checkpoint("01_slot_freed_then_own_attempts_ran").await;
@@ -714,7 +744,7 @@ async fn case_a_replay_that_stops_waiting_leaves_the_shared_execution_running() 
     assert!(running.release(Ok(DispatchSuccess::warm(Payload::string("out")))));
     attempt.await.unwrap();
     assert_eq!(
-        case.scheduler.execution(&id).await.unwrap().state,
+        case.scheduler.execution(&id).await.unwrap().unwrap().state,
         ExecutionState::Success
     );
     case.checkpoint("02_the_owner_s_result_arrived").await;

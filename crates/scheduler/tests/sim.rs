@@ -34,8 +34,9 @@ use scheduler::{
     SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions, WaitError,
 };
 use store::{
-    ApplyError, ExecutionRecord, ExecutionStore, IdempotencyStore, InsertError,
+    ApplyError, Durability, ExecutionRecord, ExecutionStore, IdempotencyStore, InsertError,
     MemoryExecutionStore, MemoryFunctionRegistry, MemoryIdempotencyStore, RecordChange,
+    StoreUnavailable, StoredExecution,
 };
 
 /// Seeds each test runs unless `SIM_SEEDS` says otherwise.
@@ -201,11 +202,15 @@ struct CountingStore {
 
 #[async_trait]
 impl ExecutionStore for CountingStore {
-    async fn insert(&self, record: ExecutionRecord) -> Result<(), InsertError> {
-        self.inner.insert(record).await
+    async fn insert(
+        &self,
+        execution: StoredExecution,
+        durability: Durability,
+    ) -> Result<(), InsertError> {
+        self.inner.insert(execution, durability).await
     }
 
-    async fn get(&self, id: &ExecutionId) -> Option<ExecutionRecord> {
+    async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
         self.inner.get(id).await
     }
 
@@ -213,8 +218,9 @@ impl ExecutionStore for CountingStore {
         &self,
         id: &ExecutionId,
         change: RecordChange,
-    ) -> Result<ExecutionRecord, ApplyError> {
-        let applied = self.inner.apply(id, change).await;
+        durability: Durability,
+    ) -> Result<(), ApplyError> {
+        let applied = self.inner.apply(id, change, durability).await;
         if matches!(
             applied,
             Err(ApplyError::InvalidTransition(_) | ApplyError::Unknown(_))
@@ -224,12 +230,16 @@ impl ExecutionStore for CountingStore {
         applied
     }
 
-    async fn remove(&self, id: &ExecutionId) -> bool {
+    async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable> {
         self.inner.remove(id).await
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> usize {
+    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable> {
         self.inner.evict_expired(now).await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable> {
+        self.inner.unfinished().await
     }
 }
 
@@ -564,7 +574,7 @@ impl Sim {
         let scheduler = self.scheduler.clone();
         self.clients.push(Box::pin(async move {
             handle.await.expect("the attempt task ends");
-            let record = scheduler.execution(&id).await;
+            let record = scheduler.execution(&id).await.unwrap();
             Done::Drain {
                 id,
                 attempt,
@@ -673,6 +683,7 @@ impl Sim {
                 .scheduler
                 .execution(&execution.id)
                 .await
+                .unwrap()
                 .ok_or_else(|| format!("live {} has no record", execution.id))?;
             let expected = match execution.phase {
                 LivePhase::Queued => ExecutionState::Queued,
@@ -747,6 +758,7 @@ impl Sim {
                 .scheduler
                 .execution(&id)
                 .await
+                .unwrap()
                 .ok_or_else(|| format!("{id}'s record is gone"))?;
             if !live_ids.contains(&id) && !record.state.is_terminal() {
                 return Err(format!("{id} is {} with nobody to end it", record.state));

@@ -14,8 +14,8 @@ use core_types::{
 };
 use scheduler::{RetryBackoff, Scheduler, SchedulerConfig, SchedulerParts, SubmitOptions};
 use store::{
-    ApplyError, ChangeKind, ExecutionRecord, ExecutionStore, InsertError, MemoryExecutionStore,
-    RecordChange,
+    ApplyError, ChangeKind, Durability, ExecutionRecord, ExecutionStore, InsertError,
+    MemoryExecutionStore, RecordChange, StoreUnavailable, StoredExecution,
 };
 
 /// Every attempt but the last one fails, so each execution is retried `ATTEMPTS - 1`
@@ -44,11 +44,15 @@ struct SlowRequeueStore {
 
 #[async_trait]
 impl ExecutionStore for SlowRequeueStore {
-    async fn insert(&self, record: ExecutionRecord) -> Result<(), InsertError> {
-        self.inner.insert(record).await
+    async fn insert(
+        &self,
+        execution: StoredExecution,
+        durability: Durability,
+    ) -> Result<(), InsertError> {
+        self.inner.insert(execution, durability).await
     }
 
-    async fn get(&self, id: &ExecutionId) -> Option<ExecutionRecord> {
+    async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
         self.inner.get(id).await
     }
 
@@ -56,7 +60,8 @@ impl ExecutionStore for SlowRequeueStore {
         &self,
         id: &ExecutionId,
         change: RecordChange,
-    ) -> Result<ExecutionRecord, ApplyError> {
+        durability: Durability,
+    ) -> Result<(), ApplyError> {
         if matches!(change.kind, ChangeKind::Requeued { .. }) {
             // Long enough for another worker to take the retry off the queue first.
             let until = std::time::Instant::now() + Duration::from_micros(50);
@@ -64,19 +69,23 @@ impl ExecutionStore for SlowRequeueStore {
                 std::hint::spin_loop();
             }
         }
-        let applied = self.inner.apply(id, change).await;
+        let applied = self.inner.apply(id, change, durability).await;
         if matches!(applied, Err(ApplyError::InvalidTransition(_))) {
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
         applied
     }
 
-    async fn remove(&self, id: &ExecutionId) -> bool {
+    async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable> {
         self.inner.remove(id).await
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> usize {
+    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable> {
         self.inner.evict_expired(now).await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable> {
+        self.inner.unfinished().await
     }
 }
 
@@ -130,7 +139,7 @@ async fn retries_racing_on_many_workers_leave_every_record_true_to_its_last_atte
 
     let mut wrong = Vec::new();
     for id in &ids {
-        let record = scheduler.execution(id).await.expect("kept");
+        let record = scheduler.execution(id).await.unwrap().expect("kept");
         let truthful = record.state == ExecutionState::Success
             && record.attempt == ATTEMPTS
             && record.started_at.is_some()

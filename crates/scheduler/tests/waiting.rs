@@ -19,8 +19,8 @@ use scheduler::{
 };
 use serde_json::json;
 use store::{
-    ApplyError, ChangeKind, ExecutionRecord, ExecutionStore, InsertError, MemoryExecutionStore,
-    RecordChange,
+    ApplyError, ChangeKind, Durability, ExecutionRecord, ExecutionStore, InsertError,
+    MemoryExecutionStore, RecordChange, StoreUnavailable, StoredExecution,
 };
 
 /// Echoes, except `{"hang": true}`, which never answers (until the function's timeout).
@@ -94,7 +94,11 @@ async fn a_sync_caller_gets_its_result_even_when_the_record_is_evicted_as_it_fin
         .expect("the result, not an unknown execution");
     assert_eq!(record.state, ExecutionState::Success);
     assert!(
-        scheduler.execution(&submitted.execution_id).await.is_none(),
+        scheduler
+            .execution(&submitted.execution_id)
+            .await
+            .unwrap()
+            .is_none(),
         "the record itself is gone"
     );
 }
@@ -108,7 +112,13 @@ async fn a_key_whose_execution_was_evicted_starts_a_new_execution() {
         .unwrap();
     let mut waiter = first.waiter.unwrap();
     scheduler.wait(&mut waiter, None).await.unwrap();
-    assert!(scheduler.execution(&first.execution_id).await.is_none());
+    assert!(
+        scheduler
+            .execution(&first.execution_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     for wait in [true, false] {
         let again = scheduler
@@ -208,7 +218,7 @@ async fn a_queue_timeout_ends_only_an_execution_that_is_still_queued() {
         outcome,
         Ok(CompletionOutcome::Ignored(IgnoredBecause::NotQueued))
     );
-    let record = scheduler.execution(&running).await.unwrap();
+    let record = scheduler.execution(&running).await.unwrap().unwrap();
     assert_eq!(
         record.state,
         ExecutionState::Running,
@@ -271,6 +281,7 @@ async fn queued_inputs_stay_within_their_budget() {
             .execution(&first.execution_id)
             .await
             .unwrap()
+            .unwrap()
             .state,
         ExecutionState::Success
     );
@@ -294,11 +305,15 @@ struct PanicsOnFinish {
 
 #[async_trait]
 impl ExecutionStore for PanicsOnFinish {
-    async fn insert(&self, record: ExecutionRecord) -> Result<(), InsertError> {
-        self.inner.insert(record).await
+    async fn insert(
+        &self,
+        execution: StoredExecution,
+        durability: Durability,
+    ) -> Result<(), InsertError> {
+        self.inner.insert(execution, durability).await
     }
 
-    async fn get(&self, id: &ExecutionId) -> Option<ExecutionRecord> {
+    async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
         self.inner.get(id).await
     }
 
@@ -306,19 +321,24 @@ impl ExecutionStore for PanicsOnFinish {
         &self,
         id: &ExecutionId,
         change: RecordChange,
-    ) -> Result<ExecutionRecord, ApplyError> {
+        durability: Durability,
+    ) -> Result<(), ApplyError> {
         if matches!(change.kind, ChangeKind::Finished { .. }) && self.armed.load(Ordering::SeqCst) {
             panic!("the store broke while finishing {id}");
         }
-        self.inner.apply(id, change).await
+        self.inner.apply(id, change, durability).await
     }
 
-    async fn remove(&self, id: &ExecutionId) -> bool {
+    async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable> {
         self.inner.remove(id).await
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> usize {
+    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable> {
         self.inner.evict_expired(now).await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable> {
+        self.inner.unfinished().await
     }
 }
 

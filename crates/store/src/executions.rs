@@ -1,9 +1,9 @@
 //! Execution records and their eviction once finished.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use core_types::{
@@ -279,6 +279,12 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// its current attempt entered its queue: what a restart queues again. A backend
     /// that does not outlive its process has none.
     async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable>;
+    /// Whether what it holds survives the process (a restart recovers it). The
+    /// scheduler then leaves committed executions to the restart at shutdown instead
+    /// of ending them.
+    fn outlives_process(&self) -> bool {
+        false
+    }
     /// What the store holds now, for metrics. Backends that do not count say zeros.
     fn stats(&self) -> StoreStats {
         StoreStats::default()
@@ -462,7 +468,10 @@ impl MemoryExecutionStore {
             self.finished_bytes.fetch_add(bytes, Ordering::AcqRel);
             // The receiver lives as long as `self`; a send cannot fail.
             let _ = self.finished_tx.send(FinishedEntry {
-                deadline: record.finished_at.unwrap_or(record.created_at).plus(self.ttl),
+                deadline: record
+                    .finished_at
+                    .unwrap_or(record.created_at)
+                    .plus(self.ttl),
                 id: id.clone(),
                 bytes,
             });
@@ -670,7 +679,10 @@ mod tests {
             store.change(&id, newer_start).await,
             Err(ApplyError::InvalidTransition(_))
         ));
-        assert_eq!(store.get(&id).await.unwrap().unwrap().state, ExecutionState::Success);
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().state,
+            ExecutionState::Success
+        );
     }
 
     #[tokio::test]
@@ -703,7 +715,13 @@ mod tests {
         assert_eq!(store.evict_expired(t(110)).await.unwrap(), 1);
         assert!(store.get(&ExecutionId::new("a")).await.unwrap().is_none());
         assert_eq!(store.evict_expired(t(10_000)).await.unwrap(), 1);
-        assert!(store.get(&ExecutionId::new("live")).await.unwrap().is_some());
+        assert!(
+            store
+                .get(&ExecutionId::new("live"))
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(store.len(), 1);
     }
 

@@ -431,7 +431,7 @@ impl Api {
         }
 
         writeln!(out, "queues:").unwrap();
-        let mut functions = self.scheduler.functions().await;
+        let mut functions = self.scheduler.functions();
         functions.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         if functions.is_empty() {
             writeln!(out, "  (no functions)").unwrap();

@@ -18,13 +18,15 @@ impl Scheduler {
             .get(function)
             .map(|r| Arc::clone(&r))
             .ok_or_else(|| TickError::UnknownFunction(function.clone()))?;
-        Ok(self.tick_runtime(&runtime).await)
+        Ok(self.tick_runtime(&runtime))
     }
 
-    pub(super) async fn tick_runtime(
-        &self,
-        runtime: &Arc<FunctionRuntime>,
-    ) -> Option<JoinHandle<()>> {
+    /// [`tick_once`](Self::tick_once) for a function at hand. It does not await: the
+    /// `running` write is made here when the store takes it at once (the memory store
+    /// does, so the record says `running` when the handle is returned), and otherwise
+    /// by the attempt's own task, before it dispatches; either way a caller that goes
+    /// away right after cannot leave a record `running` with no attempt behind it.
+    pub(super) fn tick_runtime(&self, runtime: &Arc<FunctionRuntime>) -> Option<JoinHandle<()>> {
         let inner = &self.inner;
         loop {
             let now = inner.parts.clock.now();
@@ -45,6 +47,14 @@ impl Scheduler {
                     _slot: slot,
                     _finished: finished_tx,
                 });
+                let started = RecordChange {
+                    version: live.version,
+                    kind: ChangeKind::Started {
+                        attempt: live.attempt,
+                        at: now,
+                    },
+                };
+                complete::apply_to_live(&mut live.record, &started);
                 let request = DispatchRequest {
                     execution_id: queued.id.clone(),
                     function: Arc::clone(&live.function.spec),
@@ -59,20 +69,20 @@ impl Scheduler {
                     },
                     callback_url: inner.config.callback_base_url.clone(),
                 };
-                (live.version, request)
+                (started, live.durability, request)
             };
-            let (version, request) = start;
+            let (started, durability, request) = start;
             let attempt = request.attempt;
-            let change = RecordChange {
-                version,
-                kind: ChangeKind::Started { attempt, at: now },
-            };
-            // The record says `running` before the handle is returned. The in-memory
-            // store answers in one poll, so a caller dropped here (a drain-once or a
-            // submit whose client went away) cannot leave the execution marked running
-            // with no task; a store that really waits would need this write moved into
-            // the attempt's task (its version already orders it against completions).
-            self.write(&queued.id, change).await;
+            let this = self.clone();
+            let written = queued.id.clone();
+            let mut started_write: OwnedWrite = Box::pin(async move {
+                this.write_durably(&written, started, durability, &mut None)
+                    .await;
+            });
+            let started_write = (&mut started_write)
+                .now_or_never()
+                .is_none()
+                .then_some(started_write);
             inner.parts.observer.on_event(SchedulerEvent::Dispatched {
                 function: &runtime.spec.name,
                 execution: &queued.id,
@@ -94,23 +104,33 @@ impl Scheduler {
             let timeout = Duration::from_millis(runtime.spec.timeout_ms);
             let attempt_task = self
                 .clone()
-                .run_attempt(request, timeout, finished_rx)
+                .run_attempt(request, started_write, timeout, finished_rx)
                 .instrument(span);
             return Some(self.spawn_owned(attempt_task));
         }
     }
 
-    /// Runs one attempt to its end: dispatch under the function's timeout, then the
-    /// completion path. If another completion wins first (a callback, a sync timeout,
-    /// shutdown), the dispatch is dropped and the task ends once the winner has
-    /// written the record and released the slot.
+    /// Runs one attempt to its end: the `running` write (committed before the
+    /// dispatch unless the execution's writes are behind, so after a crash a restart
+    /// knows this attempt was made and never sends it again), the dispatch under the
+    /// function's timeout, then the completion path. If another completion wins first
+    /// (a callback, a sync timeout, shutdown), the dispatch is dropped and the task
+    /// ends once the winner has written the record and released the slot.
     pub(super) async fn run_attempt(
         self,
         request: DispatchRequest,
+        started_write: Option<OwnedWrite>,
         timeout: Duration,
         mut settled: oneshot::Receiver<()>,
     ) {
         let id = request.execution_id.clone();
+        if let Some(started_write) = started_write {
+            started_write.await;
+            if !matches!(settled.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+                // Ended while its `running` write was made (a sync timeout, shutdown).
+                return;
+            }
+        }
         let attempt = request.attempt;
         let function = Arc::clone(&request.function);
         let dispatch = AssertUnwindSafe(self.inner.parts.dispatch.dispatch(request)).catch_unwind();
@@ -157,13 +177,17 @@ impl Scheduler {
         };
         match self.complete(&id, Some(attempt), completion, source).await {
             Ok(CompletionOutcome::Applied(_)) => {}
-            // Someone else won; resolve only once they have finished writing.
+            // Someone else won, or the store refused this result for now (its owned
+            // write keeps trying): resolve only once the record is written.
             Ok(CompletionOutcome::Ignored(_)) | Err(_) => {
                 let _ = settled.await;
             }
         }
     }
 }
+
+/// A record write begun in place and finished by the task that owns it.
+type OwnedWrite = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

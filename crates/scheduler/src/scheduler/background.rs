@@ -73,7 +73,7 @@ impl Scheduler {
                     continue;
                 };
                 runtime.queue.clear_announcement();
-                if scheduler.tick_runtime(&runtime).await.is_some() {
+                if scheduler.tick_runtime(&runtime).is_some() {
                     // Back to the tail: one dispatch per function per turn.
                     runtime.queue.announce();
                 }
@@ -107,10 +107,17 @@ impl Scheduler {
                     _ = ticks.tick() => {}
                 }
                 let now = parts.clock.now();
-                let records = parts.executions.evict_expired(now).await;
-                let keys = parts.idempotency.evict_expired(now).await;
-                if records + keys > 0 {
-                    tracing::debug!(records, keys, "evicted expired entries");
+                match (
+                    parts.executions.evict_expired(now).await,
+                    parts.idempotency.evict_expired(now).await,
+                ) {
+                    (Ok(records), Ok(keys)) if records + keys > 0 => {
+                        tracing::debug!(records, keys, "evicted expired entries");
+                    }
+                    (Ok(_), Ok(_)) => {}
+                    (Err(fault), _) | (_, Err(fault)) => {
+                        tracing::warn!(%fault, "expired entries could not be evicted; trying again at the next sweep");
+                    }
                 }
                 // Here because the dispatcher spawns nothing: its idle connections to
                 // endpoints no longer used are closed only if someone asks.
@@ -127,11 +134,18 @@ impl Scheduler {
 
     /// Stops gracefully: accepts nothing new, ends every queued execution with
     /// `SHUTDOWN`, lets in-flight attempts finish for up to `grace`, then ends the rest
-    /// with `SHUTDOWN` too. When it returns, no execution is queued or running and every
-    /// waiter has its answer.
+    /// with `SHUTDOWN` too. When it returns, no execution is queued or running in the
+    /// scheduler and every waiter has its answer.
+    ///
+    /// With a store that outlives the process, an execution whose writes are committed
+    /// (enqueued, or keyed) is not ended but left as the store has it: a restart
+    /// queues it again (a queued one as it was, one whose attempt was cut short as a
+    /// new attempt). Only sync invocations without a key, whose callers are waiting on
+    /// connections that close now, end with `SHUTDOWN`.
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         inner.stopping.cancel();
+        let durable = inner.parts.executions.outlives_process();
         let runtimes: Vec<_> = inner
             .functions
             .iter()
@@ -139,6 +153,9 @@ impl Scheduler {
             .collect();
         for runtime in runtimes {
             for queued in runtime.queue.close() {
+                if durable && self.leave_for_restart(&queued.id) {
+                    continue;
+                }
                 let error = ErrorInfo::new(
                     ErrorCode::Shutdown,
                     "the control plane shut down before this execution started",
@@ -158,8 +175,14 @@ impl Scheduler {
             .await
             .is_err()
         {
+            // Writes a faulty store still refuses are given up now: what was last
+            // committed is what a restart recovers.
+            inner.gave_up.cancel();
             let unfinished: Vec<ExecutionId> = inner.live.iter().map(|e| e.key().clone()).collect();
             for id in unfinished {
+                if durable && self.leave_for_restart(&id) {
+                    continue;
+                }
                 let error = ErrorInfo::new(
                     ErrorCode::Shutdown,
                     "the control plane shut down before the function answered",
@@ -175,6 +198,21 @@ impl Scheduler {
             }
             inner.tasks.wait().await;
         }
+    }
+}
+
+impl Scheduler {
+    /// Lets go of a live execution whose record is committed, without writing
+    /// anything: its slot and attempt are released, its waiters (if any) read the
+    /// record as the store has it. `false` for one whose writes are behind, or whose
+    /// end is being written.
+    fn leave_for_restart(&self, id: &ExecutionId) -> bool {
+        self.inner
+            .live
+            .remove_if(id, |_, live| {
+                live.durability == Durability::Committed && !matches!(live.phase, Phase::Finishing)
+            })
+            .is_some()
     }
 }
 
@@ -204,7 +242,7 @@ impl RetryTimer {
         self.due.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self, due: Timestamp, function: FunctionName) {
+    pub(super) fn add(&self, due: Timestamp, function: FunctionName) {
         let earlier = {
             let mut heap = self.heap();
             heap.push(std::cmp::Reverse((due, function)));

@@ -11,6 +11,13 @@ impl Scheduler {
     /// the function's `maxRetries` total attempts; a retry that cannot be queued ends
     /// the execution with the attempt's error. A completion of a queued execution takes
     /// it out of the queue, so it is never dispatched.
+    ///
+    /// The record write that follows the decision runs to its end in a task the
+    /// scheduler owns (in place when the store answers at once): a caller that goes
+    /// away (a callback whose client disconnects) cannot leave the decision half
+    /// carried out. A write the store refuses for a fault is tried again until it
+    /// lands (or shutdown gives up on it); the caller is told at the first refusal
+    /// ([`CompleteError::StoreUnavailable`]: not acknowledged).
     pub async fn complete(
         &self,
         id: &ExecutionId,
@@ -20,76 +27,112 @@ impl Scheduler {
     ) -> Result<CompletionOutcome, CompleteError> {
         let inner = &self.inner;
         let now = inner.parts.clock.now();
-        match self.decide(id, attempt, completion, source, now) {
+        let decision = match self.decide(id, attempt, completion, source, now) {
             Decision::Unknown => {
-                if inner.parts.executions.get(id).await.is_some() {
+                return if inner.parts.executions.get(id).await?.is_some() {
                     Ok(self.ignored(id, source, IgnoredBecause::AlreadyFinished))
                 } else {
                     Err(CompleteError::UnknownExecution(id.clone()))
-                }
+                };
             }
-            Decision::Ignore(because) => Ok(self.ignored(id, source, because)),
+            Decision::Ignore(because) => return Ok(self.ignored(id, source, because)),
+            decision => decision,
+        };
+        let (fault_tx, fault_rx) = oneshot::channel();
+        let carry_out = self
+            .clone()
+            .carry_out(id.clone(), decision, source, now, fault_tx);
+        let mut carry_out = Box::pin(carry_out);
+        if let std::task::Poll::Ready(outcome) = futures::poll!(carry_out.as_mut()) {
+            return Ok(outcome);
+        }
+        let owned = self.spawn_owned(carry_out);
+        tokio::select! {
+            outcome = owned => match outcome {
+                Ok(outcome) => Ok(outcome),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_cancelled) => Err(CompleteError::StoreUnavailable(StoreUnavailable::new(
+                    "the control plane stopped before the completion was written",
+                ))),
+            },
+            Ok(fault) = fault_rx => Err(CompleteError::StoreUnavailable(fault)),
+        }
+    }
+
+    /// Carries out a decided retry or finish: the record write, then the release of the
+    /// slot, the queue and the waiters.
+    async fn carry_out(
+        self,
+        id: ExecutionId,
+        decision: Decision,
+        source: CompletionSource,
+        now: Timestamp,
+        fault: oneshot::Sender<StoreUnavailable>,
+    ) -> CompletionOutcome {
+        let inner = &self.inner;
+        let mut fault = Some(fault);
+        match decision {
+            Decision::Unknown | Decision::Ignore(_) => {
+                unreachable!("complete() answers these itself")
+            }
             Decision::Retry {
                 function,
-                version,
+                change,
+                durability,
                 next_attempt,
                 error,
                 running,
             } => {
                 // If anything below panics, the execution must not stay held in its
                 // queue and live with nobody to end it.
-                let mut abandon = Abandon::new(self, id, Some(&function.queue));
-                let kind = ChangeKind::Requeued {
-                    attempt: next_attempt,
-                    at: now,
-                };
-                self.write(id, RecordChange { version, kind }).await;
+                let mut abandon = Abandon::new(&self, &id, Some(&function.queue));
+                self.write_durably(&id, change, durability, &mut fault)
+                    .await;
                 // Only now may the retry be dispatched: its attempt's `running` write
                 // is decided after this `queued` one has landed, so the two cannot land
                 // in the wrong order (the store would refuse `running -> running` and
                 // the record would keep the old attempt).
-                let backoff = inner.config.retry_backoff.delay(id, next_attempt);
+                let backoff = inner.config.retry_backoff.delay(&id, next_attempt);
                 let due = now.plus(backoff);
-                if function.queue.schedule_retry(id, due, now) && due > now {
+                if function.queue.schedule_retry(&id, due, now) && due > now {
                     self.retry_due_at(due, &function.spec.name);
                 }
                 abandon.disarm();
                 drop(running);
                 inner.parts.observer.on_event(SchedulerEvent::Retried {
                     function: &function.spec.name,
-                    execution: id,
+                    execution: &id,
                     next_attempt,
                     error: &error,
                     backoff,
                 });
-                Ok(CompletionOutcome::Applied(ExecutionState::Queued))
+                CompletionOutcome::Applied(ExecutionState::Queued)
             }
             Decision::Finish {
-                version,
-                completion,
+                change,
+                durability,
+                record,
                 running,
             } => {
-                let mut abandon = Abandon::new(self, id, None);
-                let (state, kind) = finished(completion, now);
-                let record = self.write(id, RecordChange { version, kind }).await;
+                let mut abandon = Abandon::new(&self, &id, None);
+                self.write_durably(&id, change, durability, &mut fault)
+                    .await;
                 // Slot and the attempt task are released only now, after the write.
                 drop(running);
                 let waiters = inner
                     .live
-                    .remove(id)
+                    .remove(&id)
                     .map(|(_, live)| live.waiters)
                     .unwrap_or_default();
                 abandon.disarm();
-                if let Some(record) = &record {
-                    for waiter in waiters {
-                        let _ = waiter.send(record.clone());
-                    }
-                    inner
-                        .parts
-                        .observer
-                        .on_event(SchedulerEvent::Finished { record, source });
+                for waiter in waiters {
+                    let _ = waiter.send(record.clone());
                 }
-                Ok(CompletionOutcome::Applied(state))
+                inner.parts.observer.on_event(SchedulerEvent::Finished {
+                    record: &record,
+                    source,
+                });
+                CompletionOutcome::Applied(record.state)
             }
         }
     }
@@ -130,6 +173,7 @@ impl Scheduler {
         };
         live.version += 1;
         let version = live.version;
+        let durability = live.durability;
         match (completion, running) {
             (Completion::Failure { state, error }, Some(running))
                 if source.may_retry() && live.attempt < function.spec.max_attempts() =>
@@ -145,9 +189,18 @@ impl Scheduler {
                         live.attempt += 1;
                         live.phase = Phase::Queued;
                         let next_attempt = live.attempt;
+                        let change = RecordChange {
+                            version,
+                            kind: ChangeKind::Requeued {
+                                attempt: next_attempt,
+                                at: now,
+                            },
+                        };
+                        apply_to_live(&mut live.record, &change);
                         Decision::Retry {
                             function,
-                            version,
+                            change,
+                            durability,
                             next_attempt,
                             error,
                             running,
@@ -156,19 +209,11 @@ impl Scheduler {
                     Err(refused) => {
                         tracing::warn!(execution_id = %id, %refused, "retry could not be queued; the execution ends with its error");
                         let completion = Completion::Failure { state, error };
-                        Decision::Finish {
-                            version,
-                            completion,
-                            running: Some(running),
-                        }
+                        finish(&mut live, version, completion, now, Some(running))
                     }
                 }
             }
-            (completion, running) => Decision::Finish {
-                version,
-                completion,
-                running,
-            },
+            (completion, running) => finish(&mut live, version, completion, now, running),
         }
     }
 
@@ -193,27 +238,81 @@ impl Scheduler {
         CompletionOutcome::Ignored(because)
     }
 
-    /// Applies a decided change. A stale change (a newer decision was written first) is
-    /// dropped by design; anything else is a bug worth shouting about, not a reason to
-    /// leave the execution hanging.
-    pub(super) async fn write(
+    /// Writes a decided change until the store takes it: a fault is reported once
+    /// through `fault` (the caller is not acknowledged) and the write tried again,
+    /// backing off, until it lands or shutdown gives up. A stale change (a newer
+    /// decision was written first) is dropped by design; any other refusal is a bug
+    /// worth shouting about, not a reason to leave the execution hanging.
+    pub(super) async fn write_durably(
         &self,
         id: &ExecutionId,
         change: RecordChange,
-    ) -> Option<ExecutionRecord> {
-        match self.inner.parts.executions.apply(id, change).await {
-            Ok(record) => Some(record),
-            Err(store::ApplyError::Stale { .. }) => None,
-            Err(error) => {
-                tracing::error!(execution_id = %id, %error, "execution record update refused");
-                None
+        durability: Durability,
+        fault: &mut Option<oneshot::Sender<StoreUnavailable>>,
+    ) {
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let refused = match self
+                .inner
+                .parts
+                .executions
+                .apply(id, change.clone(), durability)
+                .await
+            {
+                Ok(()) | Err(store::ApplyError::Stale { .. }) => return,
+                Err(store::ApplyError::Unavailable(refused)) => refused,
+                Err(error) => {
+                    tracing::error!(execution_id = %id, %error, "execution record update refused");
+                    return;
+                }
+            };
+            if let Some(fault) = fault.take() {
+                let _ = fault.send(refused.clone());
             }
+            if self.inner.gave_up.is_cancelled() {
+                tracing::error!(execution_id = %id, %refused, "execution record update given up at shutdown; a restart recovers the record as last written");
+                return;
+            }
+            tracing::warn!(execution_id = %id, %refused, retry_in_ms = pause.as_millis() as u64, "execution record update failed; trying again");
+            tokio::select! {
+                () = self.inner.gave_up.cancelled() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 }
 
-/// The terminal change a completion makes, and the state it ends in.
-fn finished(completion: Completion, at: Timestamp) -> (ExecutionState, ChangeKind) {
+/// Applies a change the scheduler decided to its own copy of the record. The copy has
+/// seen every decision, so the change always applies; if it did not, the store would
+/// refuse it the same way and log it.
+pub(super) fn apply_to_live(record: &mut ExecutionRecord, change: &RecordChange) {
+    if let Err(error) = record.apply_change(change.clone()) {
+        tracing::error!(execution_id = %record.id, %error, "the scheduler's record refused its own decision");
+    }
+}
+
+/// The decision to end a live execution: its terminal change, applied to its record.
+fn finish(
+    live: &mut Live,
+    version: u64,
+    completion: Completion,
+    now: Timestamp,
+    running: Option<RunningAttempt>,
+) -> Decision {
+    let kind = finished(completion, now);
+    let change = RecordChange { version, kind };
+    apply_to_live(&mut live.record, &change);
+    Decision::Finish {
+        change,
+        durability: live.durability,
+        record: live.record.clone(),
+        running,
+    }
+}
+
+/// The terminal change a completion makes.
+pub(super) fn finished(completion: Completion, at: Timestamp) -> ChangeKind {
     let (state, output, error, cold_start, init_duration_ms) = match completion {
         Completion::Success(success) => (
             ExecutionState::Success,
@@ -224,17 +323,14 @@ fn finished(completion: Completion, at: Timestamp) -> (ExecutionState, ChangeKin
         ),
         Completion::Failure { state, error } => (state, None, Some(error), false, None),
     };
-    (
+    ChangeKind::Finished {
         state,
-        ChangeKind::Finished {
-            state,
-            at,
-            output,
-            error,
-            cold_start,
-            init_duration_ms,
-        },
-    )
+        at,
+        output,
+        error,
+        cold_start,
+        init_duration_ms,
+    }
 }
 
 /// Cleans up after a completion that panicked half-way (a store or observer bug): the

@@ -32,9 +32,10 @@ pub enum SubmitError {
     /// The control plane is shutting down or the function is being removed.
     #[error("not accepting invocations of {0}: shutting down or removed")]
     NotAccepting(FunctionName),
-    /// The execution store refused the record.
-    #[error("the execution store refused the record: {0}")]
-    Store(String),
+    /// The store could not take the execution (or its idempotency claim): nothing
+    /// was accepted.
+    #[error(transparent)]
+    StoreUnavailable(#[from] StoreUnavailable),
 }
 
 /// Why a function could not be registered. A refused registration leaves nothing
@@ -55,6 +56,9 @@ pub enum RegisterError {
     /// The control plane stopped before the registration finished.
     #[error("the control plane stopped before the registration finished")]
     Interrupted,
+    /// The registry could not keep it: nothing was registered.
+    #[error(transparent)]
+    StoreUnavailable(#[from] StoreUnavailable),
 }
 
 /// Why a function's replica count could not be set.
@@ -92,6 +96,10 @@ pub enum CompleteError {
     /// No such execution (never existed, or evicted).
     #[error("no execution {0}")]
     UnknownExecution(ExecutionId),
+    /// The completion was decided but the store could not make it durable yet: it is
+    /// not acknowledged (the scheduler keeps trying to write it).
+    #[error(transparent)]
+    StoreUnavailable(#[from] StoreUnavailable),
 }
 
 /// Why waiting for a result failed.
@@ -100,6 +108,9 @@ pub enum WaitError {
     /// No such execution (never existed, or evicted).
     #[error("no execution {0}")]
     UnknownExecution(ExecutionId),
+    /// The store could not be read.
+    #[error(transparent)]
+    StoreUnavailable(#[from] StoreUnavailable),
 }
 
 /// Why a function could not be removed.
@@ -111,4 +122,7 @@ pub enum RemoveError {
     /// The control plane stopped before the removal finished.
     #[error("the control plane stopped before the removal finished")]
     Interrupted,
+    /// The registry could not forget it: nothing was removed.
+    #[error(transparent)]
+    StoreUnavailable(#[from] StoreUnavailable),
 }

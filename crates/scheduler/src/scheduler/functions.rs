@@ -29,7 +29,7 @@ impl Scheduler {
         let name = spec.name.clone();
         let _reservation = Reservation::take(&inner.registering, &name)
             .ok_or_else(|| AlreadyRegistered(name.clone()))?;
-        if inner.parts.registry.get(name.as_str()).await.is_some() {
+        if inner.functions.contains_key(&name) {
             return Err(AlreadyRegistered(name).into());
         }
 
@@ -57,22 +57,37 @@ impl Scheduler {
             effective_mode,
             created_at: inner.parts.clock.now(),
         };
-        if let Err(taken) = inner.parts.registry.register(registered.clone()).await {
+        if let Err(refused) = inner.parts.registry.register(registered.clone()).await {
             if let Some(provider) = provider {
                 self.deprovision(provider.as_ref(), &name).await;
             }
-            return Err(taken.into());
+            return Err(match refused {
+                RegistryError::AlreadyRegistered(taken) => taken.into(),
+                RegistryError::Unavailable(fault) => fault.into(),
+            });
         }
+        self.install(registered.clone());
+        Ok(registered)
+    }
+
+    /// Gives a registered function its queue and makes it the scheduler's.
+    pub(super) fn install(&self, registered: RegisteredFunction) -> Arc<FunctionRuntime> {
+        let spec = Arc::clone(&registered.spec);
         let queue = FunctionQueue::new(
-            name.clone(),
+            spec.name.clone(),
             spec.queue_size as usize,
             spec.concurrency as usize,
-            inner.readiness.clone(),
+            self.inner.readiness.clone(),
         );
-        inner
+        let runtime = Arc::new(FunctionRuntime {
+            registered,
+            spec,
+            queue,
+        });
+        self.inner
             .functions
-            .insert(name, Arc::new(FunctionRuntime { spec, queue }));
-        Ok(registered)
+            .insert(runtime.spec.name.clone(), Arc::clone(&runtime));
+        runtime
     }
 
     pub(super) async fn deprovision(&self, provider: &dyn DeploymentProvider, name: &FunctionName) {
@@ -89,7 +104,6 @@ impl Scheduler {
     ) -> Result<(), ReplicasError> {
         let function = self
             .function(name.as_str())
-            .await
             .ok_or_else(|| ReplicasError::UnknownFunction(name.clone()))?;
         let provider = match (function.effective_mode, &self.inner.parts.deployments) {
             (ExecutionMode::Deployment, Some(provider)) => provider,
@@ -119,6 +133,11 @@ impl Scheduler {
     }
 
     async fn remove_now(&self, name: &FunctionName) -> Result<RegisteredFunction, RemoveError> {
+        if !self.inner.functions.contains_key(name) {
+            return Err(RemoveError::UnknownFunction(name.clone()));
+        }
+        // Forgotten durably first: if the registry cannot, nothing is removed.
+        self.inner.parts.registry.remove(name.as_str()).await?;
         let Some((_, runtime)) = self.inner.functions.remove(name) else {
             return Err(RemoveError::UnknownFunction(name.clone()));
         };
@@ -136,13 +155,7 @@ impl Scheduler {
                 )
                 .await;
         }
-        let removed = self
-            .inner
-            .parts
-            .registry
-            .remove(name.as_str())
-            .await
-            .ok_or_else(|| RemoveError::UnknownFunction(name.clone()))?;
+        let removed = runtime.registered.clone();
         if removed.effective_mode == ExecutionMode::Deployment
             && let Some(provider) = &self.inner.parts.deployments
         {
@@ -151,14 +164,24 @@ impl Scheduler {
         Ok(removed)
     }
 
-    /// One registered function.
-    pub async fn function(&self, name: &str) -> Option<RegisteredFunction> {
-        self.inner.parts.registry.get(name).await
+    /// One registered function (the scheduler's view: no store is asked).
+    pub fn function(&self, name: &str) -> Option<RegisteredFunction> {
+        self.inner
+            .functions
+            .get(name)
+            .map(|runtime| runtime.registered.clone())
     }
 
     /// Every registered function, by name.
-    pub async fn functions(&self) -> Vec<RegisteredFunction> {
-        self.inner.parts.registry.list().await
+    pub fn functions(&self) -> Vec<RegisteredFunction> {
+        let mut functions: Vec<_> = self
+            .inner
+            .functions
+            .iter()
+            .map(|runtime| runtime.registered.clone())
+            .collect();
+        functions.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        functions
     }
 
     /// How loaded a function's queue is, read from its counters (no lock, nothing

@@ -8,6 +8,13 @@ impl Scheduler {
     /// when both arrive at once; a different body under the same key is refused. A key
     /// whose execution has been forgotten (its record evicted after its TTL or under
     /// the memory budget) is forgotten with it: the request is a new one.
+    ///
+    /// What a submission promises is written before it returns: the record (with its
+    /// input, so a restart can queue it again) and the key's claim are committed,
+    /// except for a sync invocation without a key (`wait` and no key), whose writes
+    /// are behind ([`Durability::Behind`]). Once claimed, the rest runs to its end in
+    /// a task the scheduler owns (in place when the stores answer at once), so a
+    /// caller that goes away cannot leave a record or a claim half made.
     pub async fn submit(
         &self,
         function: &FunctionName,
@@ -33,10 +40,11 @@ impl Scheduler {
                     .parts
                     .idempotency
                     .claim(function, key, fingerprint, now)
-                    .await
+                    .await?
                 {
                     ClaimOutcome::Existing(execution_id) => {
-                        if let Some(replay) = self.replay(execution_id.clone(), options.wait).await
+                        if let Some(replay) =
+                            self.replay(execution_id.clone(), options.wait).await?
                         {
                             return Ok(replay);
                         }
@@ -44,14 +52,14 @@ impl Scheduler {
                             .parts
                             .idempotency
                             .forget(function, key, &execution_id)
-                            .await;
+                            .await?;
                     }
                     ClaimOutcome::Reused => {
                         return Err(SubmitError::IdempotencyKeyReused(key.clone()));
                     }
                     ClaimOutcome::Acquired(token) => {
                         claim = Some(ClaimGuard {
-                            store: Arc::clone(&inner.parts.idempotency),
+                            scheduler: self.clone(),
                             token: Some(token),
                         });
                         break;
@@ -71,20 +79,80 @@ impl Scheduler {
             function: function.clone(),
             budget_bytes: inner.config.queued_input_budget,
         })?;
+        let accept = self.clone().accept(runtime, request, options, claim, input);
+        let mut accept = Box::pin(accept);
+        if let std::task::Poll::Ready(accepted) = futures::poll!(accept.as_mut()) {
+            return accepted;
+        }
+        self.run_owned(accept)
+            .await
+            .unwrap_or_else(|| Err(SubmitError::NotAccepting(function.clone())))
+    }
+
+    /// The part of a submission after its claim: record, claim published, queue.
+    async fn accept(
+        self,
+        runtime: Arc<FunctionRuntime>,
+        request: InvocationRequest,
+        options: SubmitOptions,
+        mut claim: Option<ClaimGuard>,
+        input: InputCharge,
+    ) -> Result<Submitted, SubmitError> {
+        let inner = &self.inner;
+        let function = &runtime.spec.name;
         let id = inner.parts.ids.execution_id();
         let now = inner.parts.clock.now();
-        inner
-            .parts
-            .executions
-            .insert(ExecutionRecord::queued(id.clone(), function.clone(), now))
-            .await
-            .map_err(|e| SubmitError::Store(e.to_string()))?;
+        let durability = if options.wait && options.idempotency_key.is_none() {
+            Durability::Behind
+        } else {
+            Durability::Committed
+        };
+        let record = ExecutionRecord::queued(id.clone(), function.clone(), now);
+        let metadata = Arc::new(request.metadata);
+        let trace_id = options
+            .trace_id
+            .unwrap_or_else(|| inner.parts.ids.trace_id());
+        let stored = StoredExecution {
+            record: record.clone(),
+            work: ExecutionWork {
+                input: request.input.clone(),
+                metadata: Arc::clone(&metadata),
+                trace_id: trace_id.clone(),
+                idempotency_key: options.idempotency_key.clone(),
+            },
+        };
+        match inner.parts.executions.insert(stored, durability).await {
+            Ok(()) => {}
+            Err(store::InsertError::Unavailable(fault)) => return Err(fault.into()),
+            Err(duplicate @ store::InsertError::Duplicate(_)) => {
+                // Ids are generated unique; a duplicate is a broken id generator.
+                return Err(StoreUnavailable::new(duplicate).into());
+            }
+        }
+        // Published before the execution can be dispatched: a restart after its first
+        // attempt still knows the key names it.
+        if let Some(claim) = &mut claim {
+            let token = claim
+                .token
+                .take()
+                .expect("a guard holds its token until used");
+            if let Err(fault) = inner
+                .parts
+                .idempotency
+                .publish(token, id.clone(), now)
+                .await
+            {
+                self.forget_unaccepted(&id, None).await;
+                return Err(fault.into());
+            }
+        }
         let (waiters, waiter) = if options.wait {
             let (tx, rx) = oneshot::channel();
             (vec![tx], Some(Waiter::pending(id.clone(), rx)))
         } else {
             (Vec::new(), None)
         };
+        let idempotency_key = options.idempotency_key;
         inner.live.insert(
             id.clone(),
             Live {
@@ -92,12 +160,12 @@ impl Scheduler {
                 attempt: 1,
                 version: 0,
                 phase: Phase::Queued,
+                record,
+                durability,
                 input: request.input,
-                metadata: Arc::new(request.metadata),
-                trace_id: options
-                    .trace_id
-                    .unwrap_or_else(|| inner.parts.ids.trace_id()),
-                idempotency_key: options.idempotency_key,
+                metadata,
+                trace_id,
+                idempotency_key: idempotency_key.clone(),
                 waiters,
                 _input: input,
             },
@@ -119,8 +187,8 @@ impl Scheduler {
         };
         if let Err(refused) = pushed {
             inner.live.remove(&id);
-            inner.parts.executions.remove(&id).await;
-            // `claim` drops here and abandons the key: a refused request leaves no claim.
+            let key = idempotency_key.as_ref().map(|key| (function, key));
+            self.forget_unaccepted(&id, key).await;
             return Err(match refused {
                 PushError::Full { function, capacity } => {
                     SubmitError::QueueFull { function, capacity }
@@ -128,24 +196,13 @@ impl Scheduler {
                 PushError::Closed { function } => SubmitError::NotAccepting(function),
             });
         }
-        if let Some(mut claim) = claim {
-            let token = claim
-                .token
-                .take()
-                .expect("a guard holds its token until used");
-            inner
-                .parts
-                .idempotency
-                .publish(token, id.clone(), now)
-                .await;
-        }
         inner.parts.observer.on_event(SchedulerEvent::Enqueued {
             function,
             execution: &id,
         });
         if dispatch_here {
             // The background loop owns what this starts, as if it had started it.
-            drop(self.tick_runtime(&runtime).await);
+            drop(self.tick_runtime(&runtime));
         }
         Ok(Submitted {
             execution_id: id,
@@ -155,27 +212,50 @@ impl Scheduler {
         })
     }
 
+    /// Forgets an execution that was refused after its record was written (and the key
+    /// that named it): a refused request leaves nothing behind. A fault here leaves a
+    /// record nobody was promised; it is logged (and a restart would run it).
+    async fn forget_unaccepted(
+        &self,
+        id: &ExecutionId,
+        key: Option<(&FunctionName, &IdempotencyKey)>,
+    ) {
+        let parts = &self.inner.parts;
+        if let Some((function, key)) = key
+            && let Err(fault) = parts.idempotency.forget(function, key, id).await
+        {
+            tracing::error!(execution_id = %id, %fault, "the key of a refused execution could not be forgotten");
+        }
+        if let Err(fault) = parts.executions.remove(id).await {
+            tracing::error!(execution_id = %id, %fault, "the record of a refused execution could not be removed");
+        }
+    }
+
     /// The answer to a request whose idempotency key names `id`, or `None` when that
     /// execution is forgotten (ended, and its record gone).
-    async fn replay(&self, id: ExecutionId, wait: bool) -> Option<Submitted> {
+    async fn replay(
+        &self,
+        id: ExecutionId,
+        wait: bool,
+    ) -> Result<Option<Submitted>, StoreUnavailable> {
         // Subscribed before the record is read: an end between the two still arrives.
         let receiver = if wait { self.subscribe(&id) } else { None };
-        let record = self.inner.parts.executions.get(&id).await;
+        let record = self.execution(&id).await?;
         // A live execution's record is never evicted, so no record and no
         // subscription means it has ended and been forgotten.
         if record.is_none() && receiver.is_none() {
-            return None;
+            return Ok(None);
         }
         let waiter = wait.then(|| match receiver {
             Some(receiver) => Waiter::pending(id.clone(), receiver),
             None => Waiter::finished(id.clone(), record.clone()),
         });
-        Some(Submitted {
+        Ok(Some(Submitted {
             execution_id: id,
             replayed: true,
             record,
             waiter,
-        })
+        }))
     }
 }
 
@@ -187,6 +267,16 @@ pub(super) struct InputCharge {
 }
 
 impl InputCharge {
+    /// Charges an execution taken up again at start, over the budget if need be: it
+    /// was accepted before.
+    pub(super) fn restored(inner: &Inner, bytes: usize) -> Self {
+        inner.queued_input_bytes.fetch_add(bytes, Ordering::AcqRel);
+        Self {
+            total: Arc::clone(&inner.queued_input_bytes),
+            bytes,
+        }
+    }
+
     fn take(inner: &Inner, bytes: usize) -> Option<Self> {
         let budget = inner.config.queued_input_budget;
         inner
@@ -209,16 +299,21 @@ impl Drop for InputCharge {
 }
 
 /// Frees an idempotency claim unless it was published (also when the submitting future
-/// is dropped half-way).
+/// is dropped half-way): in an owned task, since giving a claim up may await its store.
 struct ClaimGuard {
-    store: Arc<dyn IdempotencyStore>,
+    scheduler: Scheduler,
     token: Option<ClaimToken>,
 }
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.store.abandon(token);
+            let store: Arc<dyn IdempotencyStore> =
+                Arc::clone(&self.scheduler.inner.parts.idempotency);
+            drop(
+                self.scheduler
+                    .spawn_owned(async move { store.abandon(token).await }),
+            );
         }
     }
 }

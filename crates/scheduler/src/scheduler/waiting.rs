@@ -178,7 +178,7 @@ impl Scheduler {
             let released = runtime.queue.slot_released();
             tokio::pin!(released);
             released.as_mut().enable();
-            match self.tick_runtime(&runtime).await {
+            match self.tick_runtime(&runtime) {
                 Some(attempt) => tokio::select! {
                     woken = &mut *waiter => return woken,
                     _ = attempt => {}
@@ -220,11 +220,8 @@ impl Scheduler {
         if let Some(record) = received {
             return Ok(record);
         }
-        self.inner
-            .parts
-            .executions
-            .get(id)
-            .await
+        self.execution(id)
+            .await?
             .ok_or_else(|| WaitError::UnknownExecution(id.clone()))
     }
 }

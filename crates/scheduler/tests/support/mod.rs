@@ -219,7 +219,7 @@ impl Case {
         mut done: impl FnMut(&store::ExecutionRecord) -> bool,
     ) {
         for _ in 0..10_000 {
-            if let Some(record) = self.scheduler.execution(id).await
+            if let Some(record) = self.scheduler.execution(id).await.unwrap()
                 && done(&record)
             {
                 return;
@@ -268,7 +268,7 @@ impl Case {
             writeln!(out, "  (none)").unwrap();
         }
         for id in &self.executions {
-            let Some(r) = self.scheduler.execution(id).await else {
+            let Some(r) = self.scheduler.execution(id).await.unwrap() else {
                 writeln!(out, "  {id}: (no record)").unwrap();
                 continue;
             };
