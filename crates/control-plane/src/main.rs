@@ -23,9 +23,11 @@ use core_types::DurationMs;
 use dispatcher::{CertificateDer, ModeRouter, PoolConfig, PoolDispatcher};
 use http_api::{ApiConfig, AppState, InvalidRuntimeConfig, RuntimeConfig};
 use http_server::HttpLimits;
-use scheduler::{MemoryLimits, RetryBackoff, SchedulerConfig, SchedulerParts};
+use scheduler::{MemoryLimits, RetryBackoff, SchedulerConfig};
 use signals::shutdown_signal;
 use tokio::net::TcpListener;
+
+mod storage;
 
 /// Who moves queued work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -68,6 +70,8 @@ struct Args {
     )]
     scheduler: SchedulerMode,
     /// How long a finished execution stays readable (ISO-8601, e.g. `PT5M`).
+    #[command(flatten)]
+    store: storage::StoreFlags,
     #[arg(long, env = "CONTROL_PLANE_EXECUTION_TTL", default_value = "PT5M", value_parser = parse_positive_duration)]
     execution_ttl: DurationMs,
     /// How long an `Idempotency-Key` is remembered (ISO-8601).
@@ -338,15 +342,20 @@ async fn run(args: Args) -> std::io::Result<()> {
         extra_root_certificates,
         ..PoolConfig::default()
     });
-    let parts = SchedulerParts::in_memory_with(
+    let limits_of_memory = MemoryLimits {
+        execution_ttl: args.execution_ttl,
+        idempotency_ttl: args.idempotency_ttl,
+        execution_memory_budget: bytes(args.execution_memory_budget),
+        idempotency_memory_budget: bytes(args.idempotency_memory_budget),
+    };
+    let opened = storage::open(
+        &args.store,
+        limits_of_memory,
         Arc::new(ModeRouter::new(pool)),
-        MemoryLimits {
-            execution_ttl: args.execution_ttl,
-            idempotency_ttl: args.idempotency_ttl,
-            execution_memory_budget: bytes(args.execution_memory_budget),
-            idempotency_memory_budget: bytes(args.idempotency_memory_budget),
-        },
-    );
+    )
+    .await
+    .map_err(std::io::Error::other)?;
+    let (runtime, runtime_revision) = opened.kept_runtime.unwrap_or((runtime, 1));
     let config = SchedulerConfig {
         callback_base_url: Some(Arc::from(callback_base_url.as_str())),
         retry_backoff: RetryBackoff {
@@ -357,15 +366,31 @@ async fn run(args: Args) -> std::io::Result<()> {
         ..SchedulerConfig::default()
     };
     let state = AppState::assemble(
-        parts,
+        opened.parts,
         config,
         ApiConfig {
             max_body_bytes: args.max_body_bytes,
             admin_api: args.admin_api,
             runtime,
+            runtime_revision,
+            runtime_store: opened.runtime_store,
         },
     );
     let scheduler = state.scheduler().clone();
+    let restored = scheduler.restore().await.map_err(|error| {
+        std::io::Error::other(format!(
+            "--data-dir: taking up the kept state failed: {error}"
+        ))
+    })?;
+    tracing::info!(
+        store = opened.description,
+        functions = restored.functions,
+        queued = restored.queued,
+        redispatched = restored.redispatched,
+        ended = restored.ended,
+        runtime_config_revision = runtime_revision,
+        "store open"
+    );
     match args.scheduler {
         SchedulerMode::Background => scheduler.start_background(),
         SchedulerMode::Manual => scheduler.start_sweeper(),
@@ -407,6 +432,10 @@ async fn run(args: Args) -> std::io::Result<()> {
             drain_limit
         ),
     );
+    if let Some(sqlite) = opened.sqlite {
+        // Everything handed over is committed, the directory released.
+        sqlite.close().await;
+    }
     tracing::info!("control plane stopped");
     Ok(())
 }

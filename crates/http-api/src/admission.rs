@@ -209,9 +209,14 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    pub(crate) fn new(config: RuntimeConfig, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(api: &crate::ApiConfig, metrics: Arc<Metrics>) -> Self {
         Self {
-            live: LiveConfig::new(config, Arc::clone(metrics.clock())),
+            live: LiveConfig::new(
+                api.runtime.clone(),
+                api.runtime_revision,
+                Arc::clone(metrics.clock()),
+                Arc::clone(&api.runtime_store.0),
+            ),
             metrics,
             waiting: DashMap::new(),
         }

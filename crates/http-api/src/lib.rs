@@ -92,8 +92,12 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Serve `/v1/admin/runtime-config` (off: those routes are 404 like any unknown).
     pub admin_api: bool,
-    /// The runtime configuration to start with (revision 1).
+    /// The runtime configuration to start with.
     pub runtime: RuntimeConfig,
+    /// Its revision (1 for a configuration no change was ever made to).
+    pub runtime_revision: u64,
+    /// Where changes to it are kept.
+    pub runtime_store: RuntimeConfigStore,
 }
 
 impl Default for ApiConfig {
@@ -102,7 +106,25 @@ impl Default for ApiConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             admin_api: false,
             runtime: RuntimeConfig::default(),
+            runtime_revision: 1,
+            runtime_store: RuntimeConfigStore::default(),
         }
+    }
+}
+
+/// Where changes to the runtime configuration are kept (in memory by default).
+#[derive(Clone)]
+pub struct RuntimeConfigStore(pub Arc<dyn store::ConfigStore>);
+
+impl Default for RuntimeConfigStore {
+    fn default() -> Self {
+        Self(Arc::new(store::MemoryConfigStore::default()))
+    }
+}
+
+impl std::fmt::Debug for RuntimeConfigStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RuntimeConfigStore")
     }
 }
 
@@ -122,8 +144,8 @@ impl AppState {
     /// limit share its time line), and the state over it. The one place the API and
     /// the engine are put together: the binary and every test harness call it, so the
     /// metrics can never observe a different scheduler than the one they expose.
-    /// `parts.observer` is replaced. `api.runtime` becomes revision 1 of the runtime
-    /// configuration. The scheduler's loops are not started.
+    /// `parts.observer` is replaced. `api.runtime` becomes the runtime
+    /// configuration (at `api.runtime_revision`). The scheduler's loops are not started.
     pub fn assemble(
         mut parts: SchedulerParts,
         scheduler_config: SchedulerConfig,
@@ -132,7 +154,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::with_clock(Arc::clone(&parts.clock)));
         parts.observer = Arc::clone(&metrics) as Arc<dyn scheduler::Observer>;
         let scheduler = Scheduler::new(parts, scheduler_config);
-        let admission = admission::Admission::new(api.runtime.clone(), Arc::clone(&metrics));
+        let admission = admission::Admission::new(&api, Arc::clone(&metrics));
         Self {
             scheduler,
             config: Arc::new(api),

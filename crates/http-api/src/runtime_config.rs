@@ -31,6 +31,8 @@ use core_types::{Clock, ErrorDetail, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use store::{ConfigStore, StoredConfig};
+
 use crate::admission::RateLimit;
 use crate::body::parse_json;
 use crate::{ApiError, AppState};
@@ -171,10 +173,12 @@ pub(crate) struct Applied {
     pub(crate) rate_limit: Arc<RateLimit>,
 }
 
-/// Holds the configuration in force and swaps it on a change.
+/// Holds the configuration in force and swaps it on a change, once the change is kept
+/// by its store.
 pub(crate) struct LiveConfig {
     current: RwLock<Arc<Applied>>,
     clock: Arc<dyn Clock>,
+    store: Arc<dyn ConfigStore>,
 }
 
 impl std::fmt::Debug for LiveConfig {
@@ -186,16 +190,22 @@ impl std::fmt::Debug for LiveConfig {
 }
 
 impl LiveConfig {
-    /// `config` as revision 1.
-    pub(crate) fn new(config: RuntimeConfig, clock: Arc<dyn Clock>) -> Self {
+    /// `config` as `revision`, changes kept by `store`.
+    pub(crate) fn new(
+        config: RuntimeConfig,
+        revision: u64,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn ConfigStore>,
+    ) -> Self {
         let rate_limit = Arc::new(RateLimit::new(config.rate_max_per_second, &clock));
         Self {
             current: RwLock::new(Arc::new(Applied {
-                revision: 1,
+                revision,
                 config,
                 rate_limit,
             })),
             clock,
+            store,
         }
     }
 
@@ -203,23 +213,21 @@ impl LiveConfig {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Applies `patch` if the revision in force is still `expected`. The rate limiter
-    /// is rebuilt only when the rate changes, so an unrelated change does not hand out
-    /// a fresh burst.
-    /// Also says whether the values stayed as they were.
-    fn change(
-        &self,
-        expected: u64,
-        patch: &Patch,
-    ) -> Result<(Arc<Applied>, bool), ConfigChangeError> {
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+    /// Applies `patch` if the revision in force is still `expected`: the new revision
+    /// is kept by the store first (a compare-and-swap there too, so two changes
+    /// written against one revision cannot both be kept, whichever process made
+    /// them), and only then put in force. A store fault changes nothing. The rate
+    /// limiter is rebuilt only when the rate changes, so an unrelated change does not
+    /// hand out a fresh burst. Also says whether the values stayed as they were.
+    async fn change(&self, expected: u64, patch: &Patch) -> Result<(Arc<Applied>, bool), ApiError> {
+        let current = self.current();
+        let mismatch = |current: u64| ConfigChangeError::RevisionMismatch { expected, current };
         if current.revision != expected {
-            return Err(ConfigChangeError::RevisionMismatch {
-                expected,
-                current: current.revision,
-            });
+            return Err(mismatch(current.revision).into());
         }
-        let config = patch.apply_to(&current.config)?;
+        let config = patch
+            .apply_to(&current.config)
+            .map_err(ConfigChangeError::from)?;
         let rate_limit = if config.rate_max_per_second == current.config.rate_max_per_second {
             Arc::clone(&current.rate_limit)
         } else {
@@ -231,8 +239,53 @@ impl LiveConfig {
             config,
             rate_limit,
         });
+        let kept = StoredConfig {
+            revision: applied.revision,
+            document: applied.config.to_document(),
+        };
+        if !self.store.save(kept, expected).await? {
+            return Err(mismatch(self.current().revision.max(expected + 1)).into());
+        }
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if current.revision != expected {
+            // Only one change of `expected` can have been kept; a different one in
+            // force means the store and this process disagree. Say so and keep what
+            // the store says.
+            tracing::error!(
+                expected,
+                in_force = current.revision,
+                "a kept runtime configuration lost to another in force"
+            );
+        }
         *current = Arc::clone(&applied);
         Ok((applied, unchanged))
+    }
+}
+
+impl RuntimeConfig {
+    /// The configuration as the JSON document a store keeps (the admin API's field
+    /// names, without the revision).
+    pub fn to_document(&self) -> String {
+        let mut view = json!(ConfigView::of(self, 0));
+        if let Some(fields) = view.as_object_mut() {
+            fields.remove("revision");
+        }
+        view.to_string()
+    }
+
+    /// A configuration kept as [`to_document`](Self::to_document) wrote it.
+    pub fn from_document(document: &str) -> Result<Self, String> {
+        let value: Value = serde_json::from_str(document).map_err(|e| e.to_string())?;
+        let patch = Patch::from_json(&value, false).map_err(|problems| {
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.field, p.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        patch
+            .apply_to(&Self::default())
+            .map_err(|invalid| invalid.to_string())
     }
 }
 
@@ -392,9 +445,14 @@ pub(crate) struct ConfigView {
 
 impl From<&Applied> for ConfigView {
     fn from(applied: &Applied) -> Self {
-        let config = &applied.config;
+        Self::of(&applied.config, applied.revision)
+    }
+}
+
+impl ConfigView {
+    fn of(config: &RuntimeConfig, revision: u64) -> Self {
         Self {
-            revision: applied.revision,
+            revision,
             rate_max_per_second: config.rate_max_per_second,
             sync_queue_enabled: config.sync_queue_enabled,
             sync_queue_admission_enabled: config.sync_queue_admission_enabled,
@@ -487,7 +545,7 @@ pub(crate) async fn patch_config(
     })?;
     let patch = Patch::from_json(&value, true).map_err(ApiError::invalid_all)?;
     let expected = patch.expected_revision.unwrap_or_default();
-    let (applied, unchanged) = state.live_config().change(expected, &patch)?;
+    let (applied, unchanged) = state.live_config().change(expected, &patch).await?;
     let change = Change {
         revision: applied.revision,
         effective_config: ConfigView::from(&*applied),

@@ -235,8 +235,9 @@ struct Live {
     /// Its record with every decision taken so far applied: what its waiters receive
     /// when it ends (a write behind may not have reached the store yet).
     record: ExecutionRecord,
-    /// How its writes are made: behind for a sync invocation without a key (its
-    /// caller's connection breaks with the process anyway), committed otherwise.
+    /// How its writes before its end are made: behind for a sync invocation without
+    /// a key (its caller's connection breaks with the process anyway), committed
+    /// otherwise. Its end is always committed.
     durability: Durability,
     input: Payload,
     metadata: Arc<BTreeMap<String, String>>,

@@ -27,6 +27,18 @@ pub struct ClaimToken {
     nonce: u64,
 }
 
+impl ClaimToken {
+    /// The function whose key it claims (for a durable backend's row).
+    pub(crate) fn function(&self) -> &FunctionName {
+        &self.function
+    }
+
+    /// The key it claims (for a durable backend's row).
+    pub(crate) fn key(&self) -> &IdempotencyKey {
+        &self.key
+    }
+}
+
 /// What a claim found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClaimOutcome {
@@ -313,6 +325,18 @@ impl MemoryIdempotencyStore {
         }
     }
 
+    /// The fingerprint `token` claimed its key with, while its claim is still pending
+    /// (what a durable backend writes when it publishes).
+    pub(crate) fn pending_fingerprint(&self, token: &ClaimToken) -> Option<Fingerprint> {
+        let scope = (token.function.clone(), token.key.clone());
+        match &*self.entries.get(&scope)? {
+            Entry::Pending {
+                fingerprint, nonce, ..
+            } if *nonce == token.nonce => Some(*fingerprint),
+            _ => None,
+        }
+    }
+
     /// [`IdempotencyStore::abandon`].
     pub fn abandon_now(&self, token: ClaimToken) {
         let scope = (token.function, token.key);
@@ -323,7 +347,12 @@ impl MemoryIdempotencyStore {
     }
 
     /// [`IdempotencyStore::forget`].
-    pub fn forget_now(&self, function: &FunctionName, key: &IdempotencyKey, execution: &ExecutionId) {
+    pub fn forget_now(
+        &self,
+        function: &FunctionName,
+        key: &IdempotencyKey,
+        execution: &ExecutionId,
+    ) {
         let scope = (function.clone(), key.clone());
         let names_it = |_: &Scope, entry: &Entry| matches!(entry, Entry::Published { execution: named, .. } if named == execution);
         if let Some((_, entry)) = self.entries.remove_if(&scope, names_it) {
@@ -576,13 +605,13 @@ mod tests {
         let store = MemoryIdempotencyStore::with_budget(DurationMs(60_000), 3 * one + one / 2);
         for n in 0..5 {
             let (f, k) = scope_of(n);
-            let ClaimOutcome::Acquired(token) =
-                store.claim_now(&f, &k, Fingerprint([1; 32]), t(n.into())).await
+            let ClaimOutcome::Acquired(token) = store
+                .claim_now(&f, &k, Fingerprint([1; 32]), t(n.into()))
+                .await
             else {
                 panic!("free key");
             };
-            store
-                .publish_now(token, ExecutionId::new(format!("e{n}")), t(n.into()));
+            store.publish_now(token, ExecutionId::new(format!("e{n}")), t(n.into()));
         }
         let stats = store.stats();
         assert_eq!((stats.keys, stats.evicted_over_budget), (3, 2));

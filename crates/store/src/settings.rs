@@ -22,8 +22,16 @@ pub struct StoredConfig {
 pub trait ConfigStore: Send + Sync + 'static {
     /// The configuration last saved, if any.
     async fn load(&self) -> Result<Option<StoredConfig>, StoreUnavailable>;
-    /// Saves `config`, replacing the one before.
-    async fn save(&self, config: StoredConfig) -> Result<(), StoreUnavailable>;
+    /// Saves `config` if the revision kept is still `replaces` (a store that keeps
+    /// none holds revision 1, the configuration the control plane started with):
+    /// a compare-and-swap, so of two changes written against one revision only one is
+    /// saved. `Ok(false)`: another change got there first, nothing was saved.
+    async fn save(&self, config: StoredConfig, replaces: u64) -> Result<bool, StoreUnavailable>;
+}
+
+/// The revision a store holds, given what it keeps.
+pub fn kept_revision(kept: Option<&StoredConfig>) -> u64 {
+    kept.map_or(1, |config| config.revision)
 }
 
 /// In memory: forgotten with the process.
@@ -35,11 +43,19 @@ pub struct MemoryConfigStore {
 #[async_trait]
 impl ConfigStore for MemoryConfigStore {
     async fn load(&self) -> Result<Option<StoredConfig>, StoreUnavailable> {
-        Ok(self.config.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        Ok(self
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
     }
 
-    async fn save(&self, config: StoredConfig) -> Result<(), StoreUnavailable> {
-        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
-        Ok(())
+    async fn save(&self, config: StoredConfig, replaces: u64) -> Result<bool, StoreUnavailable> {
+        let mut kept = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        if kept_revision(kept.as_ref()) != replaces {
+            return Ok(false);
+        }
+        *kept = Some(config);
+        Ok(true)
     }
 }

@@ -113,6 +113,8 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 /// A running `control-plane`; killed on drop.
 pub(crate) struct ControlPlane {
     child: Child,
+    /// Its own `--data-dir`, unless the test named one (removed after the process).
+    _data_dir: Option<tempfile::TempDir>,
     /// Its log (stdout), read up to the "listening" line.
     _logs: Lines<BufReader<ChildStdout>>,
     /// `http://<api addr>`.
@@ -123,9 +125,18 @@ pub(crate) struct ControlPlane {
 
 impl ControlPlane {
     /// Starts the binary on free ports with `args` added, and waits until its health
-    /// endpoint answers.
+    /// endpoint answers. Its store is the default (SQLite) in a fresh directory of its
+    /// own, unless `args` name a `--data-dir` or a `--store`.
     pub(crate) async fn start(args: &[&str], http: &reqwest::Client) -> Self {
         let mut command = Command::new(control_plane_binary());
+        let names_its_store = args
+            .iter()
+            .any(|arg| arg.starts_with("--data-dir") || arg.starts_with("--store"));
+        let data_dir =
+            (!names_its_store).then(|| tempfile::tempdir().expect("a temporary data directory"));
+        if let Some(dir) = &data_dir {
+            command.arg("--data-dir").arg(dir.path());
+        }
         command
             .args([
                 "--api-addr",
@@ -161,6 +172,7 @@ impl ControlPlane {
 
         let plane = Self {
             child,
+            _data_dir: data_dir,
             _logs: logs,
             api,
             management,
@@ -199,6 +211,19 @@ impl ControlPlane {
             .await
             .unwrap_or_else(|_| panic!("control-plane still running after {DEADLINE:?}"))
             .expect("waiting for the child works")
+    }
+}
+
+impl ControlPlane {
+    /// Kills the process with SIGKILL (`kill -9`: no shutdown of any kind) and waits
+    /// until it is gone.
+    #[allow(
+        dead_code,
+        reason = "this module is compiled into several test targets; only durability.rs kills"
+    )]
+    pub(crate) async fn kill(mut self) {
+        self.child.start_kill().expect("the process can be killed");
+        let _ = self.exit_status().await;
     }
 }
 

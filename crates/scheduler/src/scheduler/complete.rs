@@ -305,7 +305,9 @@ fn finish(
     apply_to_live(&mut live.record, &change);
     Decision::Finish {
         change,
-        durability: live.durability,
+        // Committed even for an execution whose other writes are behind: its caller
+        // may read it back (`GET /v1/executions/{id}`) as soon as it has its answer.
+        durability: Durability::Committed,
         record: live.record.clone(),
         running,
     }

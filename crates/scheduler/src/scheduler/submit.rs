@@ -11,8 +11,9 @@ impl Scheduler {
     ///
     /// What a submission promises is written before it returns: the record (with its
     /// input, so a restart can queue it again) and the key's claim are committed,
-    /// except for a sync invocation without a key (`wait` and no key), whose writes
-    /// are behind ([`Durability::Behind`]). Once claimed, the rest runs to its end in
+    /// except for a sync invocation without a key (`wait` and no key), whose record
+    /// and `running` write are behind ([`Durability::Behind`]; its end is committed, so
+    /// its caller can read it back once answered). Once claimed, the rest runs to its end in
     /// a task the scheduler owns (in place when the stores answer at once), so a
     /// caller that goes away cannot leave a record or a claim half made.
     pub async fn submit(

@@ -1,0 +1,295 @@
+//! The one writer: a thread that owns the only write connection and commits what
+//! arrives in groups.
+//!
+//! Ops arrive on a channel in the order they were handed over. The writer takes every
+//! op waiting (up to [`MAX_BATCH`]), runs them all in one transaction, each under its
+//! own savepoint, commits once (with `synchronous=FULL`, the one fsync of the group),
+//! and only then answers each op. An op its own logic refuses (a stale change, an
+//! unknown id, a taken name) is rolled back to its savepoint and answered with the
+//! refusal; the rest of the group goes on. A fault of the medium (disk full, I/O
+//! error, read-only) rolls the whole group back and answers every op in it
+//! [`StoreUnavailable`]: nothing of the group is applied, and the writer goes on with
+//! the next group, so the store recovers once the fault is gone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use core_types::{ExecutionId, FunctionName, IdempotencyKey, InvalidTransition, Timestamp};
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::ops::{OpError, execute};
+use crate::{
+    Fingerprint, RecordChange, RegisteredFunction, StoreUnavailable, StoredConfig, StoredExecution,
+};
+
+/// The most ops committed in one transaction: bounds how long one commit holds the
+/// writer, and what one fault fails.
+pub(super) const MAX_BATCH: usize = 1024;
+
+/// One write.
+#[derive(Debug)]
+pub(super) enum Op {
+    Insert(StoredExecution),
+    Apply(ExecutionId, RecordChange),
+    Remove(ExecutionId),
+    /// Deletes finished records whose `finished_at` is at or before the cutoff.
+    EvictExecutions(Timestamp),
+    Publish {
+        function: FunctionName,
+        key: IdempotencyKey,
+        fingerprint: Fingerprint,
+        execution: ExecutionId,
+        expires_at: Timestamp,
+    },
+    Forget {
+        function: FunctionName,
+        key: IdempotencyKey,
+        execution: ExecutionId,
+    },
+    EvictClaims(Timestamp),
+    Register(RegisteredFunction),
+    Replace(RegisteredFunction),
+    Unregister(String),
+    /// Saves the configuration if the revision kept is still the one given.
+    SaveConfig(StoredConfig, u64),
+}
+
+/// What a written op answers.
+#[derive(Debug)]
+pub(super) enum Done {
+    Unit,
+    Removed(bool),
+    Count(usize),
+    Function(Option<RegisteredFunction>),
+    /// Whether the configuration was saved.
+    Saved(bool),
+}
+
+/// Why an op was refused by its own logic (it changed nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// An execution with that id exists.
+    Duplicate,
+    /// No execution with that id.
+    Unknown,
+    /// A newer change was applied already.
+    Stale { change: u64, current: u64 },
+    /// The transition table refuses the change.
+    Invalid(InvalidTransition),
+    /// A function with that name exists.
+    NameTaken,
+}
+
+/// Why an op did not happen.
+#[derive(Debug)]
+pub(super) enum Failure {
+    Refused(Refusal),
+    Unavailable(StoreUnavailable),
+}
+
+/// What an op's caller gets.
+pub(super) type Outcome = Result<Done, Failure>;
+
+/// Who waits for an op.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// The caller, until the op is committed.
+    Wait(oneshot::Sender<Outcome>),
+    /// Nobody ([`crate::Durability::Behind`]): a failure is only logged.
+    Behind,
+}
+
+/// What the writer receives.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every message is an op; boxing it would cost an allocation per write"
+)]
+pub(super) enum Message {
+    Op(Op, Reply),
+    /// Commit everything before this, answer, and stop.
+    Close(oneshot::Sender<()>),
+    /// Commit what is taken, then wait until the sender side is used or dropped: ops
+    /// sent meanwhile form the next group (the tests use it to build a group).
+    #[cfg(test)]
+    Hold(mpsc::Receiver<()>),
+}
+
+/// What the writer keeps for the store's handles to read.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    /// Execution records in the database, as of the last commit.
+    pub(super) records: AtomicUsize,
+    /// Transactions committed.
+    pub(super) commits: AtomicU64,
+}
+
+/// Whether `error` is a fault of the medium (and fails the whole group) rather than a
+/// problem of the one op that met it (a value that does not read back, a constraint).
+fn is_fault(error: &rusqlite::Error) -> bool {
+    match error {
+        rusqlite::Error::SqliteFailure(error, _) => !matches!(
+            error.code,
+            ErrorCode::ConstraintViolation | ErrorCode::TooBig
+        ),
+        _ => false,
+    }
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    connection: Connection,
+    messages: mpsc::Receiver<Message>,
+    counters: Arc<Counters>,
+}
+
+/// One op taken, with who waits for it.
+type Taken = (Op, Reply);
+
+impl Writer {
+    pub(super) fn new(
+        connection: Connection,
+        messages: mpsc::Receiver<Message>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            connection,
+            messages,
+            counters,
+        }
+    }
+
+    /// Serves until told to close or until every sender is gone (every op sent has
+    /// then been committed and answered).
+    pub(super) fn run(mut self) {
+        while let Ok(first) = self.messages.recv() {
+            let mut group = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next {
+                match message {
+                    Message::Op(op, reply) => group.push((op, reply)),
+                    Message::Close(done) => {
+                        self.commit(group);
+                        let _ = done.send(());
+                        return;
+                    }
+                    #[cfg(test)]
+                    Message::Hold(release) => {
+                        self.commit(std::mem::take(&mut group));
+                        let _ = release.recv();
+                    }
+                }
+                next = if group.len() < MAX_BATCH {
+                    self.messages.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.commit(group);
+        }
+    }
+
+    /// Runs `group` in one transaction and answers each op after the commit.
+    fn commit(&mut self, group: Vec<Taken>) {
+        if group.is_empty() {
+            return;
+        }
+        let (ops, replies): (Vec<Op>, Vec<Reply>) = group.into_iter().unzip();
+        match self.run_group(ops) {
+            Ok((outcomes, records_delta)) => {
+                let records = &self.counters.records;
+                if records_delta >= 0 {
+                    records.fetch_add(records_delta.unsigned_abs(), Ordering::AcqRel);
+                } else {
+                    records.fetch_sub(records_delta.unsigned_abs(), Ordering::AcqRel);
+                }
+                self.counters.commits.fetch_add(1, Ordering::AcqRel);
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    answer(reply, outcome);
+                }
+            }
+            Err(error) => {
+                if !self.connection.is_autocommit() {
+                    let _ = self.connection.execute_batch("ROLLBACK");
+                }
+                let behind = replies
+                    .iter()
+                    .filter(|reply| matches!(reply, Reply::Behind))
+                    .count();
+                if behind > 0 {
+                    tracing::error!(
+                        %error,
+                        lost = behind,
+                        group = replies.len(),
+                        "the store could not commit a group of writes; those nobody waited for are lost"
+                    );
+                }
+                let fault = StoreUnavailable::new(&error);
+                for reply in replies {
+                    // Those nobody waits for were counted in the log line above.
+                    if let Reply::Wait(sender) = reply {
+                        let _ = sender.send(Err(Failure::Unavailable(fault.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The group's transaction: each op's outcome, and how the number of records
+    /// changed, or the fault that rolled it all back.
+    fn run_group(&mut self, ops: Vec<Op>) -> rusqlite::Result<(Vec<Outcome>, isize)> {
+        let mut transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut records_delta = 0;
+        for op in ops {
+            let savepoint = transaction.savepoint()?;
+            match execute(&savepoint, op) {
+                Ok((done, delta)) => {
+                    savepoint.commit()?;
+                    records_delta += delta;
+                    outcomes.push(Ok(done));
+                }
+                Err(OpError::Sqlite(error)) if is_fault(&error) => return Err(error),
+                Err(refused) => {
+                    // Dropping the savepoint rolls back to it; done explicitly so its
+                    // fault is not ignored.
+                    let mut savepoint = savepoint;
+                    savepoint.rollback()?;
+                    savepoint.commit()?;
+                    outcomes.push(Err(match refused {
+                        OpError::Refused(refusal) => Failure::Refused(refusal),
+                        OpError::Sqlite(error) => {
+                            Failure::Unavailable(StoreUnavailable::new(error))
+                        }
+                    }));
+                }
+            }
+        }
+        transaction.commit()?;
+        Ok((outcomes, records_delta))
+    }
+}
+
+fn answer(reply: Reply, outcome: Outcome) {
+    match reply {
+        // The caller may have gone away; the op stands either way.
+        Reply::Wait(sender) => {
+            let _ = sender.send(outcome);
+        }
+        Reply::Behind => match outcome {
+            Ok(_) | Err(Failure::Refused(Refusal::Stale { .. })) => {}
+            Err(Failure::Refused(refusal)) => {
+                tracing::warn!(?refusal, "the store refused a write nobody waited for");
+            }
+            // The op's own fault (a value that did not read back); a fault of the
+            // whole group is logged once, with the group.
+            Err(Failure::Unavailable(error)) => {
+                tracing::error!(%error, "the store could not take a write nobody waited for");
+            }
+        },
+    }
+}
