@@ -50,7 +50,11 @@ use crate::Result;
 use crate::util::{cargo, display_command, relative, workspace_metadata};
 
 mod instructions;
+mod startup;
+mod stores;
 pub(crate) use instructions::run as run_instructions;
+pub(crate) use startup::run as run_startup;
+pub(crate) use stores::{Store, compare as run_stores};
 
 /// How much to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +63,13 @@ pub(crate) enum Mode {
     Quick,
     /// The real measurement.
     Full,
+}
+
+impl Mode {
+    /// `--quick` or not.
+    pub(crate) fn of(quick: bool) -> Self {
+        if quick { Mode::Quick } else { Mode::Full }
+    }
 }
 
 /// The knobs a mode sets.
@@ -122,9 +133,9 @@ const SUCCESS: &str = r#""status":"success""#;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `cargo xtask bench [--quick]`.
-pub(crate) fn run(root: &Path, mode: Mode) -> Result<()> {
+pub(crate) fn run(root: &Path, mode: Mode, store: Store) -> Result<()> {
     let started = Instant::now();
-    let bench = Bench::prepare(root, Plan::of(mode))?;
+    let bench = Bench::prepare(root, Plan::of(mode), store)?;
     println!(
         "bench: {} CPU(s) allowed; {}",
         bench.cores,
@@ -265,11 +276,13 @@ struct Bench {
     cores: usize,
     pinning: Pinning,
     http: Http,
+    /// The store of the control planes it starts.
+    store: Store,
 }
 
 impl Bench {
     /// Builds the binaries and chooses the pinning: where every mode starts.
-    fn prepare(root: &Path, plan: Plan) -> Result<Self> {
+    fn prepare(root: &Path, plan: Plan, store: Store) -> Result<Self> {
         let (bins, out) = build_binaries(root)?;
         let cores = allowed_cpus()?;
         Ok(Self {
@@ -279,6 +292,7 @@ impl Bench {
             cores: cores.len(),
             pinning: Pinning::choose(&cores, taskset_available()),
             http: Http::new()?,
+            store,
         })
     }
 }
@@ -454,13 +468,26 @@ impl Bench {
         Ok(Echo { guard, port })
     }
 
-    /// A control plane with default settings on free ports, its JSON log in `log_name`.
+    /// A control plane with default settings (but the bench's store) on free ports, its
+    /// JSON log in `log_name`.
     fn start_control_plane(&self, log_name: &str) -> Result<ControlPlane> {
-        self.start_control_plane_under(log_name, &[])
+        self.start_control_plane_with(log_name, self.store)
     }
 
-    /// The same, run by `under` (a program and its arguments, e.g. valgrind) when given.
-    fn start_control_plane_under(&self, log_name: &str, under: &[String]) -> Result<ControlPlane> {
+    /// The same, with `store` (in a fresh data directory).
+    fn start_control_plane_with(&self, log_name: &str, store: Store) -> Result<ControlPlane> {
+        let args = store.args(&self.out, log_name)?;
+        self.start_control_plane_under(log_name, &[], &args)
+    }
+
+    /// The same, run by `under` (a program and its arguments, e.g. valgrind) when given,
+    /// with `args` (the store's, and any other) added.
+    fn start_control_plane_under(
+        &self,
+        log_name: &str,
+        under: &[String],
+        args: &[String],
+    ) -> Result<ControlPlane> {
         let log = self.out.join(log_name);
         let mut command = match under.split_first() {
             None => pinned_command(&self.bins.control_plane, self.pinning.servers),
@@ -478,6 +505,7 @@ impl Bench {
             "--log-format",
             "json",
         ]);
+        command.args(args);
         // Default settings means none inherited from this shell either.
         command.env_remove("RUST_LOG");
         for (key, _) in std::env::vars_os() {

@@ -129,7 +129,7 @@ impl Step {
     fn run(self, root: &Path, nextest: bool) -> Result<()> {
         match self {
             Step::Tidy => tidy::run_and_report(root),
-            Step::Bench => bench::run(root, bench::Mode::Quick),
+            Step::Bench => bench::run(root, bench::Mode::Quick, bench::Store::Sqlite),
             Step::Parity => parity::run_and_report(root),
             _ => {
                 let mut command = self.command(root, nextest).expect("external step");

@@ -74,6 +74,19 @@ enum Command {
         /// valgrind's callgrind (repeatable on a noisy machine; needs valgrind).
         #[arg(long, conflicts_with = "quick")]
         instructions: bool,
+        /// The store of the control plane under test (`sqlite`: durable, in a fresh
+        /// data directory under target/bench).
+        #[arg(long, value_enum, default_value = "memory")]
+        store: bench::Store,
+        /// Instead: compare the two stores in one run (sync POOL, async POOL and
+        /// `:enqueue` at the highest concurrency; `target/bench/stores.{json,md}`).
+        #[arg(long, conflicts_with_all = ["instructions", "store"])]
+        stores: bool,
+        /// Instead: fill a SQLite store with a million finished and a hundred thousand
+        /// queued executions (`--quick`: a hundredth), kill the control plane and
+        /// measure its restart (`target/bench/startup.{json,md}`).
+        #[arg(long, conflicts_with_all = ["instructions", "store", "stores"])]
+        startup: bool,
     },
     /// Run the engine's deterministic simulation over many seeds, or replay one.
     Sim {
@@ -114,14 +127,17 @@ fn main() -> ExitCode {
             seed: Some(seed), ..
         } => sim::run(&root, sim::Seeds::One(seed)),
         Command::Sim { seeds, seed: None } => sim::run(&root, sim::Seeds::Count(seeds)),
-        Command::Bench { quick, .. } => bench::run(
-            &root,
-            if quick {
-                bench::Mode::Quick
-            } else {
-                bench::Mode::Full
-            },
-        ),
+        Command::Bench {
+            quick,
+            stores: true,
+            ..
+        } => bench::run_stores(&root, bench::Mode::of(quick)),
+        Command::Bench {
+            quick,
+            startup: true,
+            ..
+        } => bench::run_startup(&root, bench::Mode::of(quick)),
+        Command::Bench { quick, store, .. } => bench::run(&root, bench::Mode::of(quick), store),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

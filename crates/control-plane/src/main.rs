@@ -2,7 +2,9 @@
 //!
 //! Owns: configuration (flags, each also `CONTROL_PLANE_<FLAG>`), the tracing
 //! subscriber (`RUST_LOG`), wiring [`dispatcher::ModeRouter`] into a
-//! [`scheduler::Scheduler`] over in-memory stores with the configured TTLs, serving
+//! [`scheduler::Scheduler`] over the store `--store` names (the embedded SQLite store
+//! in `--data-dir` by default, see `storage.rs`; its kept state restored before
+//! serving), serving
 //! [`http_api::router`] on the API listener and [`http_api::management_router`] on the
 //! management listener (the same [`http_api::Metrics`] observing the scheduler and
 //! serving `/actuator/prometheus`) through [`http_server::serve`] with the HTTP limits,

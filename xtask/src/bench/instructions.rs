@@ -56,7 +56,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         }
     }
     // Only registration reads the plan here (function concurrency and queue size).
-    let bench = Bench::prepare(root, Plan::of(Mode::Quick))?;
+    let bench = Bench::prepare(root, Plan::of(Mode::Quick), Store::Memory)?;
     let out = &bench.out;
 
     let dumps = out.join("callgrind.out");
@@ -67,8 +67,13 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         "--instr-atstart=no".to_owned(),
         format!("--callgrind-out-file={}", dumps.display()),
     ];
-    let control_plane =
-        bench.start_control_plane_under("control-plane-callgrind.log", &valgrind)?;
+    let control_plane = bench.start_control_plane_under(
+        "control-plane-callgrind.log",
+        &valgrind,
+        &bench
+            .store
+            .args(&bench.out, "control-plane-callgrind.log")?,
+    )?;
     bench.register(&control_plane, Some(echo.port))?;
     let pid = control_plane.guard.pid().to_string();
     let callgrind = |action: &str| -> Result<()> {

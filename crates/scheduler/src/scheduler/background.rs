@@ -138,10 +138,10 @@ impl Scheduler {
     /// scheduler and every waiter has its answer.
     ///
     /// With a store that outlives the process, an execution whose writes are committed
-    /// (enqueued, or keyed) is not ended but left as the store has it: a restart
-    /// queues it again (a queued one as it was, one whose attempt was cut short as a
-    /// new attempt). Only sync invocations without a key, whose callers are waiting on
-    /// connections that close now, end with `SHUTDOWN`.
+    /// (enqueued, or keyed) and that no caller is waiting for is not ended but left as
+    /// the store has it: a restart queues it again (a queued one as it was, one whose
+    /// attempt was cut short as a new attempt). Executions a caller waits for end with
+    /// `SHUTDOWN`, so every waiting caller has its answer.
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         inner.stopping.cancel();
@@ -202,15 +202,18 @@ impl Scheduler {
 }
 
 impl Scheduler {
-    /// Lets go of a live execution whose record is committed, without writing
-    /// anything: its slot and attempt are released, its waiters (if any) read the
-    /// record as the store has it. `false` for one whose writes are behind, or whose
-    /// end is being written.
+    /// Lets go of a live execution whose record is committed and that nobody waits
+    /// for, without writing anything: its slot and attempt are released, and the
+    /// record stays as the store has it for a restart. `false` for one whose writes are
+    /// behind, one a caller is waiting for (it gets its answer: `SHUTDOWN`), or one
+    /// whose end is being written.
     fn leave_for_restart(&self, id: &ExecutionId) -> bool {
         self.inner
             .live
             .remove_if(id, |_, live| {
-                live.durability == Durability::Committed && !matches!(live.phase, Phase::Finishing)
+                live.durability == Durability::Committed
+                    && !matches!(live.phase, Phase::Finishing)
+                    && live.waiters.iter().all(oneshot::Sender::is_closed)
             })
             .is_some()
     }
