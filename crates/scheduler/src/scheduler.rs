@@ -235,10 +235,8 @@ struct Live {
     /// Its record with every decision taken so far applied: what its waiters receive
     /// when it ends (a write behind may not have reached the store yet).
     record: ExecutionRecord,
-    /// How its writes before its end are made: behind for a sync invocation without
-    /// a key (its caller's connection breaks with the process anyway), committed
-    /// otherwise. Its end is always committed.
-    durability: Durability,
+    /// Which of its steps are written to the store.
+    recording: Recording,
     input: Payload,
     metadata: Arc<BTreeMap<String, String>>,
     trace_id: TraceId,
@@ -246,6 +244,19 @@ struct Live {
     waiters: Vec<oneshot::Sender<ExecutionRecord>>,
     /// Its input's share of the queued-input budget, given back when it ends.
     _input: submit::InputCharge,
+}
+
+/// Which steps of an execution the store sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recording {
+    /// Every step, each committed before what depends on it (the record before the
+    /// 202 or the claim, `running` before the dispatch, a retry before its attempt):
+    /// an enqueued or keyed execution, which a restart must be able to take up.
+    EachStep,
+    /// Only its end, as one committed insert of the final record: a sync invocation
+    /// without a key, whose caller's connection breaks with the process anyway (it is
+    /// read from the scheduler while it runs). One write instead of three or more.
+    AtTheEnd,
 }
 
 enum Phase {
@@ -271,15 +282,14 @@ enum Decision {
     Ignore(IgnoredBecause),
     Retry {
         function: Arc<FunctionRuntime>,
-        change: RecordChange,
-        durability: Durability,
+        /// `None` when only the end is recorded.
+        change: Option<RecordChange>,
         next_attempt: u32,
         error: ErrorInfo,
         running: RunningAttempt,
     },
     Finish {
-        change: RecordChange,
-        durability: Durability,
+        write: complete::Write,
         /// The final record, as the waiters receive it.
         record: ExecutionRecord,
         running: Option<RunningAttempt>,

@@ -310,6 +310,10 @@ impl ExecutionStore for PanicsOnFinish {
         execution: StoredExecution,
         durability: Durability,
     ) -> Result<(), InsertError> {
+        // A sync invocation without a key is written once, finished.
+        if execution.record.state.is_terminal() && self.armed.load(Ordering::SeqCst) {
+            panic!("the store broke while finishing {}", execution.record.id);
+        }
         self.inner.insert(execution, durability).await
     }
 
@@ -355,6 +359,8 @@ async fn a_completion_that_panics_half_way_leaves_no_caller_waiting_forever() {
     let (scheduler, f) = started(parts, SchedulerConfig::default()).await;
     let options = SubmitOptions {
         wait: true,
+        // Keyed, so every step is recorded: the record the waiter reads is the store's.
+        idempotency_key: Some(IdempotencyKey::new("panics")),
         ..SubmitOptions::default()
     };
     let submitted = scheduler

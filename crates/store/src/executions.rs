@@ -208,7 +208,8 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
-    fn target_state(&self) -> ExecutionState {
+    /// The state the change moves a record to.
+    pub fn target_state(&self) -> ExecutionState {
         match self {
             Self::Started { .. } => ExecutionState::Running,
             Self::Requeued { .. } => ExecutionState::Queued,
@@ -256,7 +257,9 @@ pub enum ApplyError {
 #[async_trait]
 pub trait ExecutionStore: Send + Sync + 'static {
     /// Stores a new record with the work it runs on (a durable backend keeps the work
-    /// until the execution ends, for [`unfinished`](Self::unfinished)).
+    /// until the execution ends, for [`unfinished`](Self::unfinished)). The record may
+    /// be finished already (an execution written only once, at its end): it is then
+    /// kept and evicted like any finished record.
     async fn insert(
         &self,
         execution: StoredExecution,
@@ -444,11 +447,8 @@ impl MemoryExecutionStore {
     ) -> Result<ExecutionRecord, ApplyError> {
         let finishes = matches!(change.kind, ChangeKind::Finished { .. });
         let applied = self.apply_to_entry(id, change)?;
-        // Outside the entry's lock: eviction takes other entries' locks.
-        if finishes && self.over_budget() {
-            let evicted = self.evict_while(|_| self.over_budget());
-            self.evicted_over_budget
-                .fetch_add(evicted as u64, Ordering::Relaxed);
+        if finishes {
+            self.keep_within_budget();
         }
         Ok(applied)
     }
@@ -464,19 +464,34 @@ impl MemoryExecutionStore {
             .ok_or_else(|| ApplyError::Unknown(id.clone()))?;
         record.apply_change(change)?;
         if record.state.is_terminal() {
-            let bytes = retained_bytes(&record);
-            self.finished_bytes.fetch_add(bytes, Ordering::AcqRel);
-            // The receiver lives as long as `self`; a send cannot fail.
-            let _ = self.finished_tx.send(FinishedEntry {
-                deadline: record
-                    .finished_at
-                    .unwrap_or(record.created_at)
-                    .plus(self.ttl),
-                id: id.clone(),
-                bytes,
-            });
+            self.charge_finished(&record);
         }
         Ok(ExecutionRecord::clone(&record))
+    }
+
+    /// Charges a record that just finished to the budget and queues its eviction.
+    fn charge_finished(&self, record: &ExecutionRecord) {
+        let bytes = retained_bytes(record);
+        self.finished_bytes.fetch_add(bytes, Ordering::AcqRel);
+        // The receiver lives as long as `self`; a send cannot fail.
+        let _ = self.finished_tx.send(FinishedEntry {
+            deadline: record
+                .finished_at
+                .unwrap_or(record.created_at)
+                .plus(self.ttl),
+            id: record.id.clone(),
+            bytes,
+        });
+    }
+
+    /// Evicts the oldest finished records while over the budget (outside any entry's
+    /// lock: eviction takes other entries' locks).
+    fn keep_within_budget(&self) {
+        if self.over_budget() {
+            let evicted = self.evict_while(|_| self.over_budget());
+            self.evicted_over_budget
+                .fetch_add(evicted as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -491,13 +506,20 @@ impl ExecutionStore for MemoryExecutionStore {
         _durability: Durability,
     ) -> Result<(), InsertError> {
         let record = execution.record;
+        let finished = record.state.is_terminal();
         match self.records.entry(record.id.clone()) {
-            dashmap::Entry::Occupied(_) => Err(InsertError::Duplicate(record.id)),
+            dashmap::Entry::Occupied(_) => return Err(InsertError::Duplicate(record.id)),
             dashmap::Entry::Vacant(slot) => {
+                if finished {
+                    self.charge_finished(&record);
+                }
                 slot.insert(Box::new(record));
-                Ok(())
             }
         }
+        if finished {
+            self.keep_within_budget();
+        }
+        Ok(())
     }
 
     async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {

@@ -69,20 +69,25 @@ impl Scheduler {
                     },
                     callback_url: inner.config.callback_base_url.clone(),
                 };
-                (started, live.durability, request)
+                (started, live.recording, request)
             };
-            let (started, durability, request) = start;
+            let (started, recording, request) = start;
             let attempt = request.attempt;
-            let this = self.clone();
-            let written = queued.id.clone();
-            let mut started_write: OwnedWrite = Box::pin(async move {
-                this.write_durably(&written, started, durability, &mut None)
-                    .await;
-            });
-            let started_write = (&mut started_write)
-                .now_or_never()
-                .is_none()
-                .then_some(started_write);
+            let started_write = match recording {
+                Recording::EachStep => {
+                    let this = self.clone();
+                    let written = queued.id.clone();
+                    let mut started_write: OwnedWrite = Box::pin(async move {
+                        this.write_durably(&written, complete::Write::Change(started), &mut None)
+                            .await;
+                    });
+                    (&mut started_write)
+                        .now_or_never()
+                        .is_none()
+                        .then_some(started_write)
+                }
+                Recording::AtTheEnd => None,
+            };
             inner.parts.observer.on_event(SchedulerEvent::Dispatched {
                 function: &runtime.spec.name,
                 execution: &queued.id,
@@ -111,8 +116,8 @@ impl Scheduler {
     }
 
     /// Runs one attempt to its end: the `running` write (committed before the
-    /// dispatch unless the execution's writes are behind, so after a crash a restart
-    /// knows this attempt was made and never sends it again), the dispatch under the
+    /// dispatch when each step is recorded, so after a crash a restart knows this
+    /// attempt was made and never sends it again), the dispatch under the
     /// function's timeout, then the completion path. If another completion wins first
     /// (a callback, a sync timeout, shutdown), the dispatch is dropped and the task
     /// ends once the winner has written the record and released the slot.

@@ -205,13 +205,13 @@ impl Scheduler {
     /// Lets go of a live execution whose record is committed and that nobody waits
     /// for, without writing anything: its slot and attempt are released, and the
     /// record stays as the store has it for a restart. `false` for one whose writes are
-    /// behind, one a caller is waiting for (it gets its answer: `SHUTDOWN`), or one
+    /// recorded only at its end, one a caller is waiting for (it gets its answer: `SHUTDOWN`), or one
     /// whose end is being written.
     fn leave_for_restart(&self, id: &ExecutionId) -> bool {
         self.inner
             .live
             .remove_if(id, |_, live| {
-                live.durability == Durability::Committed
+                live.recording == Recording::EachStep
                     && !matches!(live.phase, Phase::Finishing)
                     && live.waiters.iter().all(oneshot::Sender::is_closed)
             })

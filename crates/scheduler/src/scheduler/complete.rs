@@ -78,7 +78,6 @@ impl Scheduler {
             Decision::Retry {
                 function,
                 change,
-                durability,
                 next_attempt,
                 error,
                 running,
@@ -86,8 +85,10 @@ impl Scheduler {
                 // If anything below panics, the execution must not stay held in its
                 // queue and live with nobody to end it.
                 let mut abandon = Abandon::new(&self, &id, Some(&function.queue));
-                self.write_durably(&id, change, durability, &mut fault)
-                    .await;
+                if let Some(change) = change {
+                    self.write_durably(&id, Write::Change(change), &mut fault)
+                        .await;
+                }
                 // Only now may the retry be dispatched: its attempt's `running` write
                 // is decided after this `queued` one has landed, so the two cannot land
                 // in the wrong order (the store would refuse `running -> running` and
@@ -109,14 +110,12 @@ impl Scheduler {
                 CompletionOutcome::Applied(ExecutionState::Queued)
             }
             Decision::Finish {
-                change,
-                durability,
+                write,
                 record,
                 running,
             } => {
                 let mut abandon = Abandon::new(&self, &id, None);
-                self.write_durably(&id, change, durability, &mut fault)
-                    .await;
+                self.write_durably(&id, write, &mut fault).await;
                 // Slot and the attempt task are released only now, after the write.
                 drop(running);
                 let waiters = inner
@@ -173,7 +172,7 @@ impl Scheduler {
         };
         live.version += 1;
         let version = live.version;
-        let durability = live.durability;
+        let recording = live.recording;
         match (completion, running) {
             (Completion::Failure { state, error }, Some(running))
                 if source.may_retry() && live.attempt < function.spec.max_attempts() =>
@@ -199,8 +198,7 @@ impl Scheduler {
                         apply_to_live(&mut live.record, &change);
                         Decision::Retry {
                             function,
-                            change,
-                            durability,
+                            change: (recording == Recording::EachStep).then_some(change),
                             next_attempt,
                             error,
                             running,
@@ -238,7 +236,7 @@ impl Scheduler {
         CompletionOutcome::Ignored(because)
     }
 
-    /// Writes a decided change until the store takes it: a fault is reported once
+    /// Makes a decided write until the store takes it: a fault is reported once
     /// through `fault` (the caller is not acknowledged) and the write tried again,
     /// backing off, until it lands or shutdown gives up. A stale change (a newer
     /// decision was written first) is dropped by design; any other refusal is a bug
@@ -246,25 +244,35 @@ impl Scheduler {
     pub(super) async fn write_durably(
         &self,
         id: &ExecutionId,
-        change: RecordChange,
-        durability: Durability,
+        write: Write,
         fault: &mut Option<oneshot::Sender<StoreUnavailable>>,
     ) {
+        let executions = &self.inner.parts.executions;
         let mut pause = Duration::from_millis(10);
         loop {
-            let refused = match self
-                .inner
-                .parts
-                .executions
-                .apply(id, change.clone(), durability)
-                .await
-            {
-                Ok(()) | Err(store::ApplyError::Stale { .. }) => return,
-                Err(store::ApplyError::Unavailable(refused)) => refused,
-                Err(error) => {
-                    tracing::error!(execution_id = %id, %error, "execution record update refused");
-                    return;
-                }
+            let refused = match &write {
+                Write::Change(change) => match executions
+                    .apply(id, change.clone(), Durability::Committed)
+                    .await
+                {
+                    Ok(()) | Err(store::ApplyError::Stale { .. }) => return,
+                    Err(store::ApplyError::Unavailable(refused)) => refused,
+                    Err(error) => {
+                        tracing::error!(execution_id = %id, %error, "execution record update refused");
+                        return;
+                    }
+                },
+                Write::Final(execution) => match executions
+                    .insert(StoredExecution::clone(execution), Durability::Committed)
+                    .await
+                {
+                    Ok(()) => return,
+                    Err(store::InsertError::Unavailable(refused)) => refused,
+                    Err(error) => {
+                        tracing::error!(execution_id = %id, %error, "final execution record refused");
+                        return;
+                    }
+                },
             };
             if let Some(fault) = fault.take() {
                 let _ = fault.send(refused.clone());
@@ -281,6 +289,15 @@ impl Scheduler {
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
+}
+
+/// A write the scheduler makes for a decision; always committed.
+pub(super) enum Write {
+    /// A step of an execution recorded step by step.
+    Change(RecordChange),
+    /// The whole final record of an execution recorded only at its end (boxed: a
+    /// record and its work are most of a `Decision` otherwise).
+    Final(Box<StoredExecution>),
 }
 
 /// Applies a change the scheduler decided to its own copy of the record. The copy has
@@ -303,11 +320,22 @@ fn finish(
     let kind = finished(completion, now);
     let change = RecordChange { version, kind };
     apply_to_live(&mut live.record, &change);
+    let write = match live.recording {
+        Recording::EachStep => Write::Change(change),
+        // Its first write, and its last: committed before its caller is answered,
+        // who may read it back (`GET /v1/executions/{id}`) at once.
+        Recording::AtTheEnd => Write::Final(Box::new(StoredExecution {
+            record: live.record.clone(),
+            work: ExecutionWork {
+                input: live.input.clone(),
+                metadata: Arc::clone(&live.metadata),
+                trace_id: live.trace_id.clone(),
+                idempotency_key: live.idempotency_key.clone(),
+            },
+        })),
+    };
     Decision::Finish {
-        change,
-        // Committed even for an execution whose other writes are behind: its caller
-        // may read it back (`GET /v1/executions/{id}`) as soon as it has its answer.
-        durability: Durability::Committed,
+        write,
         record: live.record.clone(),
         running,
     }

@@ -89,6 +89,9 @@ impl Scheduler {
         let inner = &self.inner;
         let StoredExecution { mut record, work } = stored;
         let id = record.id.clone();
+        if let Some(key) = &work.idempotency_key {
+            self.restore_key(&record, &work, key, now).await?;
+        }
         let Some(runtime) = inner
             .functions
             .get(&record.function)
@@ -155,7 +158,7 @@ impl Scheduler {
                 version: record.version,
                 phase: Phase::Queued,
                 record,
-                durability: Durability::Committed,
+                recording: Recording::EachStep,
                 input: work.input,
                 metadata: work.metadata,
                 trace_id: work.trace_id,
@@ -179,6 +182,39 @@ impl Scheduler {
             inner.live.remove(&id);
         }
         Ok(())
+    }
+
+    /// Makes the key of an unfinished execution name it. A submission commits the
+    /// record before the key, so a process that died between the two commits left an
+    /// execution that is taken up and runs, but that no key names: without this, the
+    /// client's retry with the same key (its request got no answer) would make a
+    /// second execution for one key.
+    async fn restore_key(
+        &self,
+        record: &ExecutionRecord,
+        work: &ExecutionWork,
+        key: &IdempotencyKey,
+        now: Timestamp,
+    ) -> Result<(), StoreUnavailable> {
+        let idempotency = &self.inner.parts.idempotency;
+        let request = InvocationRequest {
+            input: work.input.clone(),
+            metadata: BTreeMap::clone(&work.metadata),
+        };
+        let fingerprint = submit::fingerprint(&request);
+        match idempotency
+            .claim(&record.function, key, fingerprint, now)
+            .await?
+        {
+            ClaimOutcome::Acquired(token) => {
+                idempotency.publish(token, record.id.clone(), now).await
+            }
+            ClaimOutcome::Existing(named) if named == record.id => Ok(()),
+            ClaimOutcome::Existing(_) | ClaimOutcome::Reused => {
+                tracing::warn!(execution_id = %record.id, function = %record.function, "the idempotency key of an execution taken up again names another execution");
+                Ok(())
+            }
+        }
     }
 
     /// Writes a change of an execution being taken up (committed: a restart right

@@ -11,9 +11,9 @@ impl Scheduler {
     ///
     /// What a submission promises is written before it returns: the record (with its
     /// input, so a restart can queue it again) and the key's claim are committed,
-    /// except for a sync invocation without a key (`wait` and no key), whose record
-    /// and `running` write are behind ([`Durability::Behind`]; its end is committed, so
-    /// its caller can read it back once answered). Once claimed, the rest runs to its end in
+    /// except for a sync invocation without a key (`wait` and no key), which is
+    /// written once, when it ends (committed before its caller is answered, so it can
+    /// read it back; until then it is read from the scheduler). Once claimed, the rest runs to its end in
     /// a task the scheduler owns (in place when the stores answer at once), so a
     /// caller that goes away cannot leave a record or a claim half made.
     pub async fn submit(
@@ -103,10 +103,10 @@ impl Scheduler {
         let function = &runtime.spec.name;
         let id = inner.parts.ids.execution_id();
         let now = inner.parts.clock.now();
-        let durability = if options.wait && options.idempotency_key.is_none() {
-            Durability::Behind
+        let recording = if options.wait && options.idempotency_key.is_none() {
+            Recording::AtTheEnd
         } else {
-            Durability::Committed
+            Recording::EachStep
         };
         let record = ExecutionRecord::queued(id.clone(), function.clone(), now);
         let metadata = Arc::new(request.metadata);
@@ -122,7 +122,17 @@ impl Scheduler {
                 idempotency_key: options.idempotency_key.clone(),
             },
         };
-        match inner.parts.executions.insert(stored, durability).await {
+        let inserted = match recording {
+            Recording::EachStep => {
+                inner
+                    .parts
+                    .executions
+                    .insert(stored, Durability::Committed)
+                    .await
+            }
+            Recording::AtTheEnd => Ok(()),
+        };
+        match inserted {
             Ok(()) => {}
             Err(store::InsertError::Unavailable(fault)) => return Err(fault.into()),
             Err(duplicate @ store::InsertError::Duplicate(_)) => {
@@ -162,7 +172,7 @@ impl Scheduler {
                 version: 0,
                 phase: Phase::Queued,
                 record,
-                durability,
+                recording,
                 input: request.input,
                 metadata,
                 trace_id,
@@ -323,7 +333,7 @@ impl Drop for ClaimGuard {
 /// value (however spelled) and the metadata, in core-types' fixed canonical encoding,
 /// under SHA-256, so a digest is the same in every build and version (a durable claim
 /// is compared with digests an older binary wrote).
-fn fingerprint(request: &InvocationRequest) -> Fingerprint {
+pub(super) fn fingerprint(request: &InvocationRequest) -> Fingerprint {
     struct Digest(sha2::Sha256);
     impl core_types::ByteSink for Digest {
         fn put(&mut self, bytes: &[u8]) {

@@ -1,11 +1,13 @@
 //! What each op does to the database, inside the writer's transaction.
 
-use core_types::ExecutionId;
+use core_types::{ALLOWED_TRANSITIONS, ExecutionId, ExecutionState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, RECORD_COLUMNS};
 use super::writer::{Done, Op, Refusal};
-use crate::{ApplyError, ExecutionRecord, RecordChange, RegisteredFunction, StoredExecution};
+use crate::{
+    ApplyError, ChangeKind, ExecutionRecord, RecordChange, RegisteredFunction, StoredExecution,
+};
 
 /// Why one op could not run.
 pub(super) enum OpError {
@@ -170,52 +172,108 @@ fn insert(connection: &Connection, execution: &StoredExecution) -> Result<(), Op
     }
 }
 
-/// Reads the record, applies the change with [`ExecutionRecord::apply_change`] (the one
-/// definition of what a change does) and writes it back, dropping the work once the
-/// execution is terminal.
+/// Applies a change with one conditional `UPDATE`: only if the change is newer than the
+/// record (`version < ?`) and the transition table allows it from the record's state
+/// (the `state IN (...)` lists are made from `ALLOWED_TRANSITIONS`), dropping the work
+/// once the execution is terminal. Only when no row matched is the record read, to say
+/// why ([`ExecutionRecord::apply_change`], the one definition of what a change does:
+/// stale, or an invalid transition) or that it does not exist. One statement per change
+/// in the common case; the conditional form is what a shared backend needs too.
 fn apply(connection: &Connection, id: &ExecutionId, change: RecordChange) -> Result<(), OpError> {
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM executions WHERE id = ?1");
+    let version = rows::int(change.version);
+    let target = change.kind.target_state();
+    let updated = match &change.kind {
+        ChangeKind::Started { attempt, at } | ChangeKind::Requeued { attempt, at } => connection
+            .prepare_cached(&CHANGE_SQL[target as usize])?
+            .execute(params![id.as_str(), version, attempt, rows::millis(*at)])?,
+        ChangeKind::Finished {
+            state,
+            at,
+            output,
+            error,
+            cold_start,
+            init_duration_ms,
+        } => connection
+            .prepare_cached(&CHANGE_SQL[target as usize])?
+            .execute(params![
+                id.as_str(),
+                version,
+                state.as_str(),
+                rows::millis(*at),
+                output.as_ref().map(|output| output.json_text()),
+                error.as_ref().map(|error| &*error.code),
+                error.as_ref().map(|error| error.message.as_str()),
+                cold_start,
+                init_duration_ms.map(rows::int),
+            ])?,
+    };
+    if updated > 0 {
+        return Ok(());
+    }
+    static SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {RECORD_COLUMNS} FROM executions WHERE id = ?1")
+    });
     let mut record: ExecutionRecord = connection
-        .prepare_cached(&sql)?
+        .prepare_cached(&SELECT)?
         .query_row([id.as_str()], rows::record)
         .optional()?
         .ok_or(OpError::Refused(Refusal::Unknown))?;
-    record.apply_change(change).map_err(|error| {
-        OpError::Refused(match error {
-            ApplyError::Stale { change, current } => Refusal::Stale { change, current },
-            ApplyError::InvalidTransition(invalid) => Refusal::Invalid(invalid),
-            // apply_change refuses only the two above.
-            ApplyError::Unknown(_) | ApplyError::Unavailable(_) => Refusal::Unknown,
-        })
-    })?;
-    connection
-        .prepare_cached(
-            "UPDATE executions SET state = ?2, attempt = ?3, version = ?4, enqueued_at = ?5,
-                 started_at = ?6, finished_at = ?7, output = ?8, error_code = ?9,
-                 error_message = ?10, cold_start = ?11, init_duration_ms = ?12,
-                 input = CASE WHEN ?13 THEN NULL ELSE input END,
-                 metadata = CASE WHEN ?13 THEN NULL ELSE metadata END,
-                 trace_id = CASE WHEN ?13 THEN NULL ELSE trace_id END,
-                 idempotency_key = CASE WHEN ?13 THEN NULL ELSE idempotency_key END
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            id.as_str(),
-            record.state.as_str(),
-            record.attempt,
-            rows::int(record.version),
-            rows::millis(record.enqueued_at),
-            record.started_at.map(rows::millis),
-            record.finished_at.map(rows::millis),
-            record.output.as_ref().map(|output| output.json_text()),
-            record.error.as_ref().map(|error| &*error.code),
-            record.error.as_ref().map(|error| error.message.as_str()),
-            record.cold_start,
-            record.init_duration_ms.map(rows::int),
-            record.state.is_terminal(),
-        ])?;
-    Ok(())
+    match record.apply_change(change) {
+        Err(ApplyError::Stale { change, current }) => {
+            Err(OpError::Refused(Refusal::Stale { change, current }))
+        }
+        Err(ApplyError::InvalidTransition(invalid)) => {
+            Err(OpError::Refused(Refusal::Invalid(invalid)))
+        }
+        // apply_change refuses only the two above; a change it accepts would have
+        // matched the UPDATE.
+        Err(ApplyError::Unknown(_) | ApplyError::Unavailable(_)) | Ok(()) => {
+            Err(OpError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
+                Some(format!(
+                    "the record of {id} neither took nor refused a change"
+                )),
+            )))
+        }
+    }
 }
+
+/// The conditional `UPDATE` of a change to each target state, indexed by
+/// `ExecutionState as usize`: the `?1` id, the `?2` version, then the change's fields.
+static CHANGE_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    use ExecutionState::*;
+    let states = [Queued, Running, Success, Error, Timeout];
+    let mut sql = vec![String::new(); states.len()];
+    for target in states {
+        let from: Vec<String> = ALLOWED_TRANSITIONS
+            .iter()
+            .filter(|(_, to)| *to == target)
+            .map(|(from, _)| format!("'{}'", from.as_str()))
+            .collect();
+        let set = match target {
+            Running => "state = 'running', attempt = ?3, started_at = ?4".to_owned(),
+            Queued => {
+                "state = 'queued', attempt = ?3, enqueued_at = ?4, started_at = NULL".to_owned()
+            }
+            Success | Error | Timeout => {
+                "state = ?3, finished_at = ?4, output = ?5, error_code = ?6, \
+                 error_message = ?7, cold_start = ?8, init_duration_ms = ?9, input = NULL, \
+                 metadata = NULL, trace_id = NULL, idempotency_key = NULL"
+                    .to_owned()
+            }
+        };
+        let condition = if from.is_empty() {
+            // Nothing may move a record there: the UPDATE never matches.
+            "0".to_owned()
+        } else {
+            format!("state IN ({})", from.join(", "))
+        };
+        sql[target as usize] = format!(
+            "UPDATE executions SET {set}, version = ?2 WHERE id = ?1 AND version < ?2 AND {condition}"
+        );
+    }
+    sql
+});
 
 fn put_function(
     connection: &Connection,

@@ -290,6 +290,9 @@ fn configure(connection: &Connection, max_bytes: Option<u64>) -> rusqlite::Resul
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     connection.pragma_update(None, "foreign_keys", false)?;
+    // Every statement the writer runs stays prepared (there are about a dozen; the
+    // default cache of 16 would leave little room).
+    connection.set_prepared_statement_cache_capacity(64);
     if let Some(max_bytes) = max_bytes {
         // The cap counts whole pages; SQLite keeps it no lower than the file already
         // is. Writes that would grow the file past it fail with SQLITE_FULL.
