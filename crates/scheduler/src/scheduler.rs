@@ -361,16 +361,21 @@ impl Scheduler {
         }
     }
 
-    /// An execution's record, as the store has it (what survives a crash); for a live
-    /// execution whose first write is still behind, as the scheduler has it.
+    /// An execution's record: as the store has it (what survives a crash), except for a
+    /// live execution recorded only at its end, which the scheduler serves until its
+    /// one write has landed (it is removed from `live` only after that, so one of the
+    /// two lookups finds it).
     pub async fn execution(
         &self,
         id: &ExecutionId,
     ) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
-        if let Some(record) = self.inner.parts.executions.get(id).await? {
-            return Ok(Some(record));
+        let recorded_at_the_end = |live: &Live| live.recording == Recording::AtTheEnd;
+        if let Some(live) = self.inner.live.get(id)
+            && recorded_at_the_end(&live)
+        {
+            return Ok(Some(live.record.clone()));
         }
-        Ok(self.inner.live.get(id).map(|live| live.record.clone()))
+        self.inner.parts.executions.get(id).await
     }
 
     /// What the execution store holds (records, finished bytes, budget evictions).

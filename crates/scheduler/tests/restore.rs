@@ -584,3 +584,29 @@ async fn shutdown_over_a_durable_store_leaves_committed_work_to_the_restart() {
     }
     after.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_whose_commit_a_crash_cut_off_still_names_its_execution_after_it() {
+    // A submission commits the record, then the key. A crash between the two commits
+    // leaves an execution that the restart takes up and runs, that no key names, and
+    // whose client got no answer and so tries again with the same key.
+    let disk = Disk::new();
+    let before = disk.start("before");
+    before.register("f", json!({})).await;
+    let cut_off = before.submit("f", "a", keyed("cut-off")).await.execution_id;
+    before.crash().await;
+    let store = disk.open();
+    let f = FunctionName::parse("f").unwrap();
+    let key = IdempotencyKey::new("cut-off");
+    IdempotencyStore::forget(&store, &f, &key, &cut_off)
+        .await
+        .unwrap();
+
+    let after = disk.start_on(store, "after");
+    after.restore().await;
+    let retry = after.submit("f", "a", keyed("cut-off")).await;
+    assert!(retry.replayed, "a second execution for one key");
+    assert_eq!(retry.execution_id, cut_off);
+    assert_eq!(after.scheduler.live_executions().len(), 1);
+    after.stop().await;
+}

@@ -115,8 +115,20 @@ impl Scheduler {
                 running,
             } => {
                 let mut abandon = Abandon::new(&self, &id, None);
+                let mut running = running;
+                let lazily = matches!(write, Write::Final(_));
+                if lazily {
+                    // Recorded lazily (a sync invocation without a key): its caller is
+                    // answered and its slot freed before the record is committed. The
+                    // scheduler serves the record until then (the execution stays live,
+                    // finishing), so a read right after the answer still finds it; a
+                    // crash before the commit loses only what nobody was promised.
+                    drop(running.take());
+                    self.answer_waiters(&id, &record, source);
+                }
                 self.write_durably(&id, write, &mut fault).await;
-                // Slot and the attempt task are released only now, after the write.
+                // Otherwise the slot and the attempt task are released only now, after
+                // the write.
                 drop(running);
                 let waiters = inner
                     .live
@@ -127,13 +139,33 @@ impl Scheduler {
                 for waiter in waiters {
                     let _ = waiter.send(record.clone());
                 }
-                inner.parts.observer.on_event(SchedulerEvent::Finished {
-                    record: &record,
-                    source,
-                });
+                if !lazily {
+                    inner.parts.observer.on_event(SchedulerEvent::Finished {
+                        record: &record,
+                        source,
+                    });
+                }
                 CompletionOutcome::Applied(record.state)
             }
         }
+    }
+
+    /// Sends an execution's final record to every waiter it has now, and tells the
+    /// observer it finished.
+    fn answer_waiters(&self, id: &ExecutionId, record: &ExecutionRecord, source: CompletionSource) {
+        let waiters = self
+            .inner
+            .live
+            .get_mut(id)
+            .map(|mut live| std::mem::take(&mut live.waiters))
+            .unwrap_or_default();
+        for waiter in waiters {
+            let _ = waiter.send(record.clone());
+        }
+        self.inner
+            .parts
+            .observer
+            .on_event(SchedulerEvent::Finished { record, source });
     }
 
     /// Decides, under the execution's lock and without awaiting, what a completion does.
