@@ -116,13 +116,14 @@ impl Scheduler {
             } => {
                 let mut abandon = Abandon::new(&self, &id, None);
                 let mut running = running;
-                let lazily = matches!(write, Write::Final(_));
+                let lazily = matches!(write, Write::Final(..));
                 if lazily {
                     // Recorded lazily (a sync invocation without a key): its caller is
-                    // answered and its slot freed before the record is committed. The
-                    // scheduler serves the record until then (the execution stays live,
-                    // finishing), so a read right after the answer still finds it; a
-                    // crash before the commit loses only what nobody was promised.
+                    // answered and its slot freed before its one write is durable. The
+                    // execution stays live (finishing) until the store has taken the
+                    // write, and the store serves a write handed over behind at once, so
+                    // a read right after the answer finds the record; a crash before
+                    // the commit loses only what nobody was promised.
                     drop(running.take());
                     self.answer_waiters(&id, &record, source);
                 }
@@ -239,11 +240,11 @@ impl Scheduler {
                     Err(refused) => {
                         tracing::warn!(execution_id = %id, %refused, "retry could not be queued; the execution ends with its error");
                         let completion = Completion::Failure { state, error };
-                        finish(&mut live, version, completion, now, Some(running))
+                        finish(&mut live, version, completion, now, source, Some(running))
                     }
                 }
             }
-            (completion, running) => finish(&mut live, version, completion, now, running),
+            (completion, running) => finish(&mut live, version, completion, now, source, running),
         }
     }
 
@@ -294,8 +295,8 @@ impl Scheduler {
                         return;
                     }
                 },
-                Write::Final(execution) => match executions
-                    .insert(StoredExecution::clone(execution), Durability::Committed)
+                Write::Final(durability, execution) => match executions
+                    .insert(StoredExecution::clone(execution), *durability)
                     .await
                 {
                     Ok(()) => return,
@@ -323,13 +324,13 @@ impl Scheduler {
     }
 }
 
-/// A write the scheduler makes for a decision; always committed.
+/// A write the scheduler makes for a decision.
 pub(super) enum Write {
-    /// A step of an execution recorded step by step.
+    /// A step of an execution recorded step by step, committed.
     Change(RecordChange),
     /// The whole final record of an execution recorded only at its end (boxed: a
-    /// record and its work are most of a `Decision` otherwise).
-    Final(Box<StoredExecution>),
+    /// record and its work are most of a `Decision` otherwise), and how.
+    Final(Durability, Box<StoredExecution>),
 }
 
 /// Applies a change the scheduler decided to its own copy of the record. The copy has
@@ -347,6 +348,7 @@ fn finish(
     version: u64,
     completion: Completion,
     now: Timestamp,
+    source: CompletionSource,
     running: Option<RunningAttempt>,
 ) -> Decision {
     let kind = finished(completion, now);
@@ -354,17 +356,26 @@ fn finish(
     apply_to_live(&mut live.record, &change);
     let write = match live.recording {
         Recording::EachStep => Write::Change(change),
-        // Its first write, and its last: committed before its caller is answered,
-        // who may read it back (`GET /v1/executions/{id}`) at once.
-        Recording::AtTheEnd => Write::Final(Box::new(StoredExecution {
-            record: live.record.clone(),
-            work: ExecutionWork {
-                input: live.input.clone(),
-                metadata: Arc::clone(&live.metadata),
-                trace_id: live.trace_id.clone(),
-                idempotency_key: live.idempotency_key.clone(),
+        // Its first write, and its last, handed over behind (readable at once, durable
+        // soon after): its caller, answered now, may read it back at once, and a
+        // crash loses only what nobody was promised. Committed when a callback ended
+        // it: a 204 promises its result is kept.
+        Recording::AtTheEnd => Write::Final(
+            if source == CompletionSource::Callback {
+                Durability::Committed
+            } else {
+                Durability::Behind
             },
-        })),
+            Box::new(StoredExecution {
+                record: live.record.clone(),
+                work: ExecutionWork {
+                    input: live.input.clone(),
+                    metadata: Arc::clone(&live.metadata),
+                    trace_id: live.trace_id.clone(),
+                    idempotency_key: live.idempotency_key.clone(),
+                },
+            }),
+        ),
     };
     Decision::Finish {
         write,

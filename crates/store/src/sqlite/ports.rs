@@ -23,6 +23,11 @@ impl ExecutionStore for SqliteStore {
         durability: Durability,
     ) -> Result<(), InsertError> {
         let id = execution.record.id.clone();
+        if durability == Durability::Behind {
+            // Readable at once; the writer forgets it here once its group is done.
+            let behind = &self.inner.counters.behind;
+            behind.insert(id.clone(), execution.record.clone());
+        }
         match self.write(Op::Insert(execution), durability).await {
             Ok(_) => Ok(()),
             Err(Failure::Refused(Refusal::Duplicate)) => Err(InsertError::Duplicate(id)),
@@ -32,6 +37,9 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
+        if let Some(record) = self.inner.counters.behind.get(id) {
+            return Ok(Some(record.clone()));
+        }
         let sql = format!(
             "SELECT {} FROM executions WHERE id = ?1",
             rows::RECORD_COLUMNS
@@ -50,6 +58,12 @@ impl ExecutionStore for SqliteStore {
         change: RecordChange,
         durability: Durability,
     ) -> Result<(), ApplyError> {
+        if durability == Durability::Behind
+            && let Some(mut record) = self.inner.counters.behind.get_mut(id)
+        {
+            // Kept true to what was handed over; the writer applies the same change.
+            let _ = record.apply_change(change.clone());
+        }
         match self.write(Op::Apply(id.clone(), change), durability).await {
             Ok(_) => Ok(()),
             Err(Failure::Refused(refusal)) => Err(match refusal {

@@ -16,12 +16,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use core_types::{ExecutionId, FunctionName, IdempotencyKey, InvalidTransition, Timestamp};
+use dashmap::DashMap;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::ops::{OpError, execute};
 use crate::{
-    Fingerprint, RecordChange, RegisteredFunction, StoreUnavailable, StoredConfig, StoredExecution,
+    ExecutionIdHasher, ExecutionRecord, Fingerprint, RecordChange, RegisteredFunction,
+    StoreUnavailable, StoredConfig, StoredExecution,
 };
 
 /// The most ops committed in one transaction: bounds how long one commit holds the
@@ -124,6 +126,11 @@ pub(super) struct Counters {
     pub(super) records: AtomicUsize,
     /// Transactions committed.
     pub(super) commits: AtomicU64,
+    /// Records inserted [`Durability::Behind`](crate::Durability::Behind) and not yet
+    /// committed: reads find them here, so what was handed over is readable at once.
+    /// The writer removes them once their group is done (committed, or lost to a fault,
+    /// which it logs).
+    pub(super) behind: DashMap<ExecutionId, ExecutionRecord, ExecutionIdHasher>,
 }
 
 /// Whether `error` is a fault of the medium (and fails the whole group) rather than a
@@ -196,8 +203,19 @@ impl Writer {
         if group.is_empty() {
             return;
         }
+        let behind: Vec<ExecutionId> = group
+            .iter()
+            .filter_map(|taken| match taken {
+                (Op::Insert(execution), Reply::Behind) => Some(execution.record.id.clone()),
+                _ => None,
+            })
+            .collect();
         let (ops, replies): (Vec<Op>, Vec<Reply>) = group.into_iter().unzip();
-        match self.run_group(ops) {
+        let outcome = self.run_group(ops);
+        for id in &behind {
+            self.counters.behind.remove(id);
+        }
+        match outcome {
             Ok((outcomes, records_delta)) => {
                 let records = &self.counters.records;
                 if records_delta >= 0 {

@@ -378,6 +378,33 @@ async fn writes_nobody_waits_for_land_in_order_and_survive_close() {
 }
 
 #[tokio::test]
+async fn a_record_handed_over_behind_is_readable_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // The writer waits: nothing handed over from now on is committed yet.
+    let release = store.hold();
+    store
+        .insert(queued("early", 1), Durability::Behind)
+        .await
+        .unwrap();
+    store
+        .apply(&id("early"), started(1, 1, 2), Durability::Behind)
+        .await
+        .unwrap();
+    let commits = store.commits();
+    let read = store.get(&id("early")).await.unwrap().unwrap();
+    assert_eq!(read.state, ExecutionState::Running, "as handed over, at once");
+    assert_eq!(store.commits(), commits, "not committed yet");
+    drop(release);
+    store.close().await;
+    let store = open(&dir);
+    assert_eq!(
+        store.get(&id("early")).await.unwrap().unwrap().state,
+        ExecutionState::Running
+    );
+}
+
+#[tokio::test]
 async fn dropping_the_last_handle_commits_and_releases_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
