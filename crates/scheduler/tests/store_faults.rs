@@ -98,6 +98,7 @@ struct UnsteadyRecords {
     inner: MemoryExecutionStore,
     changes: Hold,
     writes: Fault,
+    removals: Fault,
 }
 
 #[async_trait]
@@ -127,6 +128,7 @@ impl ExecutionStore for UnsteadyRecords {
     }
 
     async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable> {
+        self.removals.check()?;
         self.inner.remove(id).await
     }
 
@@ -223,6 +225,7 @@ impl Harness {
             inner: MemoryExecutionStore::new(ttl),
             changes: Hold::default(),
             writes: Fault::default(),
+            removals: Fault::default(),
         });
         let claims = Arc::new(UnsteadyClaims {
             inner: MemoryIdempotencyStore::new(ttl),
@@ -568,6 +571,40 @@ async fn a_key_that_cannot_be_published_refuses_its_submission_and_leaves_no_rec
     let again = t.submit("x", keyed("k")).await.unwrap();
     assert!(again.replayed);
     assert_eq!(again.execution_id, first.execution_id);
+    t.shut_down().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_record_of_a_refused_submission_that_cannot_be_removed_at_once_is_removed_later() {
+    // A SQLite store fails a removal grouped in one commit with inserts the disk has no
+    // room for: left there, a restart would run the refused execution.
+    let t = Harness::new(1).await;
+    t.claims.publish.set(true);
+    t.records.removals.set(true);
+    let refused = t.submit("x", keyed("k")).await;
+    refused_for_a_fault(&refused);
+    let [refused_id] = t.ids.issued().try_into().unwrap();
+    assert_eq!(t.scheduler.live_executions(), Vec::new());
+    within(async {
+        while t.records.removals.refused() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        t.stored(&refused_id).is_some(),
+        "not removed while it cannot be"
+    );
+
+    t.records.removals.set(false);
+    within(async {
+        while t.stored(&refused_id).is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(t.scheduler.store_stats().records, 0);
+    assert!(t.scheduler.tick_once(&t.f).await.unwrap().is_none());
     t.shut_down().await;
 }
 

@@ -20,18 +20,30 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Polls `probe` until it gives a value; panics naming `what` after [`DEADLINE`].
-pub(crate) async fn eventually<T, Fut>(what: &str, mut probe: impl FnMut() -> Fut) -> T
+pub(crate) async fn eventually<T, Fut>(what: &str, probe: impl FnMut() -> Fut) -> T
 where
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + DEADLINE;
+    eventually_within(DEADLINE, what, probe).await
+}
+
+/// [`eventually`] with another bound (for waits on thousands of executions).
+pub(crate) async fn eventually_within<T, Fut>(
+    bound: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + bound;
     loop {
         if let Some(value) = probe().await {
             return value;
         }
         assert!(
             Instant::now() < deadline,
-            "gave up after {DEADLINE:?} waiting for {what}"
+            "gave up after {bound:?} waiting for {what}"
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
@@ -110,13 +122,75 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// Its log: the lines of its stdout.
+pub(crate) type Log = Lines<BufReader<ChildStdout>>;
+
+/// The `control-plane` binary with `args` (and free ports) as [`ControlPlane::start`]
+/// runs it, with its own `--data-dir` unless `args` name one or a `--store`.
+fn control_plane_command(args: &[&str]) -> (Command, Option<tempfile::TempDir>) {
+    let mut command = Command::new(control_plane_binary());
+    let names_its_store = args
+        .iter()
+        .any(|arg| arg.starts_with("--data-dir") || arg.starts_with("--store"));
+    let data_dir =
+        (!names_its_store).then(|| tempfile::tempdir().expect("a temporary data directory"));
+    if let Some(dir) = &data_dir {
+        command.arg("--data-dir").arg(dir.path());
+    }
+    command
+        .args([
+            "--api-addr",
+            "127.0.0.1:0",
+            "--management-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        // Only the start and stop lines: nobody reads the log afterwards (unless a
+        // test takes it), so it must stay far below what the pipe buffers.
+        .env("RUST_LOG", "warn,control_plane=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    // The developer's own settings must not change what the tests start.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CONTROL_PLANE_") {
+            command.env_remove(name);
+        }
+    }
+    (command, data_dir)
+}
+
+/// Runs the binary with `args` (and free ports) until it exits on its own, within
+/// [`DEADLINE`]: its exit status and everything it wrote (stdout, then stderr).
+#[allow(
+    dead_code,
+    reason = "this module is compiled into several test targets; only durability.rs runs one to its exit"
+)]
+pub(crate) async fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let (mut command, _data_dir) = control_plane_command(args);
+    command.stderr(Stdio::piped());
+    let output = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("control-plane {args:?} still running after {DEADLINE:?}"))
+        .expect("the control-plane binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
+}
+
 /// A running `control-plane`; killed on drop.
 pub(crate) struct ControlPlane {
     child: Child,
     /// Its own `--data-dir`, unless the test named one (removed after the process).
     _data_dir: Option<tempfile::TempDir>,
-    /// Its log (stdout), read up to the "listening" line.
-    _logs: Lines<BufReader<ChildStdout>>,
+    /// Its log (stdout), read up to the "listening" line; `None` once a test took it.
+    logs: Option<Log>,
+    /// What it logged before it said it listens.
+    startup: Vec<String>,
     /// `http://<api addr>`.
     pub(crate) api: String,
     /// `http://<management addr>`.
@@ -128,40 +202,13 @@ impl ControlPlane {
     /// endpoint answers. Its store is the default (SQLite) in a fresh directory of its
     /// own, unless `args` name a `--data-dir` or a `--store`.
     pub(crate) async fn start(args: &[&str], http: &reqwest::Client) -> Self {
-        let mut command = Command::new(control_plane_binary());
-        let names_its_store = args
-            .iter()
-            .any(|arg| arg.starts_with("--data-dir") || arg.starts_with("--store"));
-        let data_dir =
-            (!names_its_store).then(|| tempfile::tempdir().expect("a temporary data directory"));
-        if let Some(dir) = &data_dir {
-            command.arg("--data-dir").arg(dir.path());
-        }
-        command
-            .args([
-                "--api-addr",
-                "127.0.0.1:0",
-                "--management-addr",
-                "127.0.0.1:0",
-            ])
-            .args(args)
-            // Only the start and stop lines: nobody reads the log afterwards, so it must
-            // stay far below what the pipe buffers.
-            .env("RUST_LOG", "warn,control_plane=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        // The developer's own settings must not change what the tests start.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("CONTROL_PLANE_") {
-                command.env_remove(name);
-            }
-        }
+        let (mut command, data_dir) = control_plane_command(args);
         let mut child = command.spawn().expect("the control-plane binary starts");
         let mut logs = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut startup = Vec::new();
         let (api, management) = read_until(&mut logs, "control-plane", |line| {
             if !line.contains("control plane listening") {
+                startup.push(line.to_owned());
                 return None;
             }
             let api = field(line, "api_addr").expect("the line names api_addr");
@@ -173,7 +220,8 @@ impl ControlPlane {
         let plane = Self {
             child,
             _data_dir: data_dir,
-            _logs: logs,
+            logs: Some(logs),
+            startup,
             api,
             management,
         };
@@ -196,6 +244,10 @@ impl ControlPlane {
     }
 
     /// Sends SIGTERM (through `sh`'s `kill`, so no `unsafe` and no extra crate).
+    #[allow(
+        dead_code,
+        reason = "this module is compiled into several test targets; durability.rs only kills"
+    )]
     pub(crate) fn terminate(&self) {
         let pid = self.child.id().expect("still running").to_string();
         let status = std::process::Command::new("sh")
@@ -214,16 +266,56 @@ impl ControlPlane {
     }
 }
 
+#[allow(
+    dead_code,
+    reason = "this module is compiled into several test targets; only durability.rs kills"
+)]
 impl ControlPlane {
     /// Kills the process with SIGKILL (`kill -9`: no shutdown of any kind) and waits
     /// until it is gone.
-    #[allow(
-        dead_code,
-        reason = "this module is compiled into several test targets; only durability.rs kills"
-    )]
     pub(crate) async fn kill(mut self) {
         self.child.start_kill().expect("the process can be killed");
         let _ = self.exit_status().await;
+    }
+
+    /// Starts the binary as [`start`](Self::start) does, and kills it (SIGKILL) after
+    /// `delay` wherever its start-up is by then, waiting until it is gone. Whether it
+    /// had said it listens by then.
+    pub(crate) async fn kill_during_start(args: &[&str], delay: Duration) -> bool {
+        let (mut command, _data_dir) = control_plane_command(args);
+        let mut child = command.spawn().expect("the control-plane binary starts");
+        let mut logs = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut listening = false;
+        let read = async {
+            while let Ok(Some(line)) = logs.next_line().await {
+                listening |= line.contains("control plane listening");
+            }
+        };
+        let exited = tokio::time::timeout(delay, read).await.is_ok();
+        // Its stdout closed: it exited by itself, and a kill cannot cut that start short.
+        assert!(
+            !exited,
+            "control-plane exited during its start: {:?}",
+            child.try_wait()
+        );
+        child.start_kill().expect("the process can be killed");
+        tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("control-plane still running after {DEADLINE:?}"))
+            .expect("waiting for the child works");
+        listening
+    }
+
+    /// The lines it logged before it said it listens (the store's `store open` line
+    /// says what it took up again).
+    pub(crate) fn startup_log(&self) -> &[String] {
+        &self.startup
+    }
+
+    /// Its log from here on, for a test that reads it (and so keeps the pipe from
+    /// filling while the process logs more than the start and stop lines).
+    pub(crate) fn take_log(&mut self) -> Log {
+        self.logs.take().expect("the log is taken once")
     }
 }
 

@@ -23,7 +23,9 @@ impl Scheduler {
     /// short by the restart, so it is queued as a new attempt (`attempt + 1`: the
     /// attempt that was running is never sent again), or, with no attempt left, ends
     /// in `error` with `CONTROL_PLANE_RESTARTED`. Executions of a function no longer
-    /// registered end with `FUNCTION_REMOVED`. Call it once, before serving and before
+    /// registered end with `FUNCTION_REMOVED`. The `Idempotency-Key` of each is made to
+    /// name it again, in case the crash came between its record's commit and its key's
+    /// (see `restore_key`). Call it once, before serving and before
     /// [`start_background`](Self::start_background).
     pub async fn restore(&self) -> Result<Restored, StoreUnavailable> {
         let inner = &self.inner;

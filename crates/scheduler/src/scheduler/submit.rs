@@ -113,22 +113,19 @@ impl Scheduler {
         let trace_id = options
             .trace_id
             .unwrap_or_else(|| inner.parts.ids.trace_id());
-        let stored = StoredExecution {
-            record: record.clone(),
-            work: ExecutionWork {
-                input: request.input.clone(),
-                metadata: Arc::clone(&metadata),
-                trace_id: trace_id.clone(),
-                idempotency_key: options.idempotency_key.clone(),
-            },
-        };
         let inserted = match recording {
             Recording::EachStep => {
-                inner
-                    .parts
-                    .executions
-                    .insert(stored, Durability::Committed)
-                    .await
+                let stored = StoredExecution {
+                    record: record.clone(),
+                    work: ExecutionWork {
+                        input: request.input.clone(),
+                        metadata: Arc::clone(&metadata),
+                        trace_id: trace_id.clone(),
+                        idempotency_key: options.idempotency_key.clone(),
+                    },
+                };
+                let executions = &inner.parts.executions;
+                executions.insert(stored, Durability::Committed).await
             }
             Recording::AtTheEnd => Ok(()),
         };
@@ -224,8 +221,12 @@ impl Scheduler {
     }
 
     /// Forgets an execution that was refused after its record was written (and the key
-    /// that named it): a refused request leaves nothing behind. A fault here leaves a
-    /// record nobody was promised; it is logged (and a restart would run it).
+    /// that named it): a refused request leaves nothing behind. A key that cannot be
+    /// forgotten is only logged (it names an execution that is gone, which a replay
+    /// treats as forgotten). A record that cannot be removed yet is removed by an owned
+    /// task that tries again until the store takes it: left there, a restart would run
+    /// an execution nobody was promised. (A fault fails a whole group commit, so a
+    /// removal, which needs no room, fails when it is grouped with inserts that do.)
     async fn forget_unaccepted(
         &self,
         id: &ExecutionId,
@@ -238,7 +239,32 @@ impl Scheduler {
             tracing::error!(execution_id = %id, %fault, "the key of a refused execution could not be forgotten");
         }
         if let Err(fault) = parts.executions.remove(id).await {
-            tracing::error!(execution_id = %id, %fault, "the record of a refused execution could not be removed");
+            tracing::warn!(execution_id = %id, %fault, "the record of a refused execution could not be removed yet; trying again");
+            let this = self.clone();
+            let id = id.clone();
+            drop(self.spawn_owned(async move { this.remove_refused(id).await }));
+        }
+    }
+
+    /// Removes the record of a refused execution, backing off between faults, until the
+    /// store takes it or shutdown gives up on it.
+    async fn remove_refused(&self, id: ExecutionId) {
+        let mut pause = Duration::from_millis(10);
+        loop {
+            tokio::select! {
+                () = self.inner.gave_up.cancelled() => {
+                    tracing::error!(execution_id = %id, "the record of a refused execution could not be removed before shutdown; a restart will run it");
+                    return;
+                }
+                () = tokio::time::sleep(pause) => {}
+            }
+            match self.inner.parts.executions.remove(&id).await {
+                Ok(_) => return,
+                Err(fault) => {
+                    tracing::warn!(execution_id = %id, %fault, retry_in_ms = pause.as_millis() as u64, "the record of a refused execution could not be removed yet; trying again");
+                }
+            }
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 

@@ -393,7 +393,11 @@ async fn a_record_handed_over_behind_is_readable_before_its_commit() {
         .unwrap();
     let commits = store.commits();
     let read = store.get(&id("early")).await.unwrap().unwrap();
-    assert_eq!(read.state, ExecutionState::Running, "as handed over, at once");
+    assert_eq!(
+        read.state,
+        ExecutionState::Running,
+        "as handed over, at once"
+    );
     assert_eq!(store.commits(), commits, "not committed yet");
     drop(release);
     store.close().await;
