@@ -142,7 +142,11 @@ impl SqliteStore {
             .records
             .store(usize::try_from(records).unwrap_or(0), Ordering::Release);
         let (sender, messages) = mpsc::channel();
-        let writer = Writer::new(opened.connection, messages, Arc::clone(&counters));
+        let writer = Writer::new(opened.connection, messages, Arc::clone(&counters), &path)
+            .map_err(|error| OpenError::Unwritable {
+                path: path.clone(),
+                detail: error.to_string(),
+            })?;
         let handle = spawn_writer(writer).map_err(|error| OpenError::Unwritable {
             path: path.clone(),
             detail: format!("cannot start the store's writer thread: {error}"),

@@ -29,10 +29,10 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 }
 
 /// Runs one op: what it answers and how it changes the number of records.
-pub(super) fn execute(connection: &Connection, op: Op) -> Result<(Done, isize), OpError> {
+pub(super) fn execute(connection: &Connection, op: &Op) -> Result<(Done, isize), OpError> {
     match op {
-        Op::Insert(execution) => insert(connection, &execution).map(|()| (Done::Unit, 1)),
-        Op::Apply(id, change) => apply(connection, &id, change).map(|()| (Done::Unit, 0)),
+        Op::Insert(execution) => insert(connection, execution).map(|()| (Done::Unit, 1)),
+        Op::Apply(id, change) => apply(connection, id, change).map(|()| (Done::Unit, 0)),
         Op::Remove(id) => {
             let removed = connection
                 .prepare_cached("DELETE FROM executions WHERE id = ?1")?
@@ -42,7 +42,7 @@ pub(super) fn execute(connection: &Connection, op: Op) -> Result<(Done, isize), 
         Op::EvictExecutions(cutoff) => {
             let evicted = connection
                 .prepare_cached("DELETE FROM executions WHERE finished_at <= ?1")?
-                .execute([rows::millis(cutoff)])?;
+                .execute([rows::millis(*cutoff)])?;
             Ok((Done::Count(evicted), -signed(evicted)))
         }
         Op::Publish {
@@ -63,7 +63,7 @@ pub(super) fn execute(connection: &Connection, op: Op) -> Result<(Done, isize), 
                     key.as_str(),
                     &fingerprint.0[..],
                     execution.as_str(),
-                    rows::millis(expires_at),
+                    rows::millis(*expires_at),
                 ])?;
             Ok((Done::Unit, 0))
         }
@@ -82,15 +82,15 @@ pub(super) fn execute(connection: &Connection, op: Op) -> Result<(Done, isize), 
         Op::EvictClaims(now) => {
             let evicted = connection
                 .prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")?
-                .execute([rows::millis(now)])?;
+                .execute([rows::millis(*now)])?;
             Ok((Done::Count(evicted), 0))
         }
-        Op::Register(function) => match put_function(connection, "INSERT", &function) {
+        Op::Register(function) => match put_function(connection, "INSERT", function) {
             Err(error) if is_unique_violation(&error) => Err(OpError::Refused(Refusal::NameTaken)),
             other => other.map(|()| (Done::Unit, 0)).map_err(OpError::from),
         },
         Op::Replace(function) => {
-            put_function(connection, "INSERT OR REPLACE", &function)?;
+            put_function(connection, "INSERT OR REPLACE", function)?;
             Ok((Done::Unit, 0))
         }
         Op::Unregister(name) => {
@@ -111,7 +111,7 @@ pub(super) fn execute(connection: &Connection, op: Op) -> Result<(Done, isize), 
                 .prepare_cached(rows::CONFIG_SELECT)?
                 .query_row([], rows::config)
                 .optional()?;
-            if crate::kept_revision(kept.as_ref()) != replaces {
+            if crate::kept_revision(kept.as_ref()) != *replaces {
                 return Ok((Done::Saved(false), 0));
             }
             connection
@@ -179,7 +179,7 @@ fn insert(connection: &Connection, execution: &StoredExecution) -> Result<(), Op
 /// why ([`ExecutionRecord::apply_change`], the one definition of what a change does:
 /// stale, or an invalid transition) or that it does not exist. One statement per change
 /// in the common case; the conditional form is what a shared backend needs too.
-fn apply(connection: &Connection, id: &ExecutionId, change: RecordChange) -> Result<(), OpError> {
+fn apply(connection: &Connection, id: &ExecutionId, change: &RecordChange) -> Result<(), OpError> {
     let version = rows::int(change.version);
     let target = change.kind.target_state();
     let updated = match &change.kind {
@@ -218,7 +218,7 @@ fn apply(connection: &Connection, id: &ExecutionId, change: RecordChange) -> Res
         .query_row([id.as_str()], rows::record)
         .optional()?
         .ok_or(OpError::Refused(Refusal::Unknown))?;
-    match record.apply_change(change) {
+    match record.apply_change(change.clone()) {
         Err(ApplyError::Stale { change, current }) => {
             Err(OpError::Refused(Refusal::Stale { change, current }))
         }

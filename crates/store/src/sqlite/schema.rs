@@ -151,7 +151,16 @@ pub(super) fn open(dir: &Path, max_bytes: Option<u64>) -> Result<Opened, OpenErr
         path: path.to_owned(),
         detail: detail.to_string(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| unwritable(dir, &e))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        // Say what is in the way rather than the system's "File exists".
+        let is_file = std::fs::metadata(dir).is_ok_and(|m| !m.is_dir());
+        let not_a_dir = "it is a file, not a directory";
+        if is_file {
+            unwritable(dir, &not_a_dir)
+        } else {
+            unwritable(dir, &e)
+        }
+    })?;
     let lock = lock_dir(dir)?;
     let path = dir.join(DATABASE_FILE);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE

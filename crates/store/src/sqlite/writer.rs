@@ -150,6 +150,8 @@ pub(super) struct Writer {
     connection: Connection,
     messages: mpsc::Receiver<Message>,
     counters: Arc<Counters>,
+    /// The database file's path, and the device and inode it had when opened.
+    file: (std::path::PathBuf, (u64, u64)),
 }
 
 /// One op taken, with who waits for it.
@@ -160,12 +162,16 @@ impl Writer {
         connection: Connection,
         messages: mpsc::Receiver<Message>,
         counters: Arc<Counters>,
-    ) -> Self {
-        Self {
+        path: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let opened = std::fs::metadata(path)?;
+        Ok(Self {
             connection,
             messages,
             counters,
-        }
+            file: (path.to_path_buf(), (opened.dev(), opened.ino())),
+        })
     }
 
     /// Serves until told to close or until every sender is gone (every op sent has
@@ -198,7 +204,11 @@ impl Writer {
         }
     }
 
-    /// Runs `group` in one transaction and answers each op after the commit.
+    /// Runs `group` in one transaction and answers each op after the commit. If the
+    /// group fails for a fault, each of its ops is tried again alone: a fault can be one
+    /// write's (an insert that does not fit a full store), and the deletes beside it,
+    /// which make room, must not fail with it, or a full store under load would never
+    /// recover. What still fails is answered [`StoreUnavailable`].
     fn commit(&mut self, group: Vec<Taken>) {
         if group.is_empty() {
             return;
@@ -211,56 +221,52 @@ impl Writer {
             })
             .collect();
         let (ops, replies): (Vec<Op>, Vec<Reply>) = group.into_iter().unzip();
-        let outcome = self.run_group(ops);
-        for id in &behind {
-            self.counters.behind.remove(id);
-        }
-        match outcome {
-            Ok((outcomes, records_delta)) => {
-                let records = &self.counters.records;
-                if records_delta >= 0 {
-                    records.fetch_add(records_delta.unsigned_abs(), Ordering::AcqRel);
-                } else {
-                    records.fetch_sub(records_delta.unsigned_abs(), Ordering::AcqRel);
-                }
-                self.counters.commits.fetch_add(1, Ordering::AcqRel);
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    answer(reply, outcome);
-                }
-            }
-            Err(error) => {
-                if !self.connection.is_autocommit() {
-                    let _ = self.connection.execute_batch("ROLLBACK");
-                }
-                let behind = replies
-                    .iter()
-                    .filter(|reply| matches!(reply, Reply::Behind))
-                    .count();
-                if behind > 0 {
-                    tracing::error!(
-                        %error,
-                        lost = behind,
-                        group = replies.len(),
-                        "the store could not commit a group of writes; those nobody waited for are lost"
-                    );
-                }
-                let fault = StoreUnavailable::new(&error);
-                for reply in replies {
-                    // Those nobody waits for were counted in the log line above.
-                    if let Reply::Wait(sender) = reply {
-                        let _ = sender.send(Err(Failure::Unavailable(fault.clone())));
+        match self.run_group(&ops) {
+            Ok(done) => self.committed(done, replies),
+            Err(error) if ops.len() > 1 => {
+                tracing::debug!(%error, group = ops.len(), "a group of writes failed; each is tried alone");
+                for (op, reply) in ops.iter().zip(replies) {
+                    match self.run_group(std::slice::from_ref(op)) {
+                        Ok(done) => self.committed(done, vec![reply]),
+                        Err(error) => failed(&error, vec![reply]),
                     }
                 }
             }
+            Err(error) => failed(&error, replies),
+        }
+        for id in &behind {
+            self.counters.behind.remove(id);
+        }
+    }
+
+    /// Counts what a committed group did and answers its ops.
+    fn committed(&self, (outcomes, records_delta): (Vec<Outcome>, isize), replies: Vec<Reply>) {
+        let records = &self.counters.records;
+        if records_delta >= 0 {
+            records.fetch_add(records_delta.unsigned_abs(), Ordering::AcqRel);
+        } else {
+            records.fetch_sub(records_delta.unsigned_abs(), Ordering::AcqRel);
+        }
+        self.counters.commits.fetch_add(1, Ordering::AcqRel);
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            answer(reply, outcome);
         }
     }
 
     /// The group's transaction: each op's outcome, and how the number of records
     /// changed, or the fault that rolled it all back. An op writes with one statement,
     /// after its checks, and SQLite undoes a statement that fails (a constraint) by
-    /// itself, so a refused op leaves nothing behind without a savepoint of its own
-    /// (two more statements per op, a third of the writer's time).
-    fn run_group(&mut self, ops: Vec<Op>) -> rusqlite::Result<(Vec<Outcome>, isize)> {
+    /// itself, so a refused op leaves nothing behind without a savepoint of its own.
+    fn run_group(&mut self, ops: &[Op]) -> rusqlite::Result<(Vec<Outcome>, isize)> {
+        self.check_file()?;
+        let result = self.run_transaction(ops);
+        if result.is_err() && !self.connection.is_autocommit() {
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+        result
+    }
+
+    fn run_transaction(&mut self, ops: &[Op]) -> rusqlite::Result<(Vec<Outcome>, isize)> {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -281,6 +287,52 @@ impl Writer {
         }
         transaction.commit()?;
         Ok((outcomes, records_delta))
+    }
+
+    /// A fault if the database file is no longer the one opened (removed, or replaced
+    /// by another): SQLite would go on writing to the file it has open, which no
+    /// restart would ever read. Put back, the same file is written again.
+    fn check_file(&self) -> rusqlite::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::metadata(&self.file.0).map(|m| (m.dev(), m.ino()));
+        if now.as_ref().ok() == Some(&self.file.1) {
+            return Ok(());
+        }
+        let how = match now {
+            Err(_) => "was removed",
+            Ok(_) => "was replaced by another file",
+        };
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            Some(format!(
+                "the database file {} {how} while the control plane served: put it back, or \
+                 restart the control plane (which then starts from what the directory holds)",
+                self.file.0.display()
+            )),
+        ))
+    }
+}
+
+/// Answers every op of a group that could not be committed.
+fn failed(error: &rusqlite::Error, replies: Vec<Reply>) {
+    let behind = replies
+        .iter()
+        .filter(|reply| matches!(reply, Reply::Behind))
+        .count();
+    if behind > 0 {
+        tracing::error!(
+            %error,
+            lost = behind,
+            group = replies.len(),
+            "the store could not commit writes nobody waited for; they are lost"
+        );
+    }
+    let fault = StoreUnavailable::new(error);
+    for reply in replies {
+        // Those nobody waits for were counted in the log line above.
+        if let Reply::Wait(sender) = reply {
+            let _ = sender.send(Err(Failure::Unavailable(fault.clone())));
+        }
     }
 }
 

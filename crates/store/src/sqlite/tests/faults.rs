@@ -108,7 +108,7 @@ fn a_directory_that_cannot_be_written_refuses_to_open() {
 }
 
 #[tokio::test]
-async fn a_full_store_fails_whole_groups_and_recovers_when_space_is_freed() {
+async fn a_full_store_refuses_what_does_not_fit_and_recovers_when_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     let capped = SqliteOptions {
         max_bytes: Some(160 * 1024),
@@ -152,35 +152,31 @@ async fn a_full_store_fails_whole_groups_and_recovers_when_space_is_freed() {
     );
     assert!(store.get(&id(&name)).await.unwrap().is_none());
 
-    // A group with one write too big: none of it is applied.
-    let fill0 = id("fill0");
+    // A group with one write too big: it is refused alone; the writes beside it that
+    // fit (a change in place, a removal) are applied, one at a time.
+    let (fill0, fill1) = (id("fill0"), id("fill1"));
     let release = store.hold();
-    let (small, change, big, ()) = futures::join!(
-        store.insert(queued("small", 2), Durability::Committed),
+    let (change, removed, big, ()) = futures::join!(
         store.apply(&fill0, started(1, 1, 2), Durability::Committed),
+        ExecutionStore::remove(&store, &fill1),
         store.insert(execution("big", 2, text(100_000)), Durability::Committed),
         async { drop(release) },
     );
-    assert!(
-        matches!(small, Err(InsertError::Unavailable(_))),
-        "{small:?}"
-    );
-    assert!(
-        matches!(change, Err(ApplyError::Unavailable(_))),
-        "{change:?}"
-    );
+    assert!(change.is_ok(), "{change:?}");
+    assert_eq!(removed, Ok(true));
     assert!(matches!(big, Err(InsertError::Unavailable(_))), "{big:?}");
-    assert!(store.get(&id("small")).await.unwrap().is_none());
+    assert!(store.get(&id("big")).await.unwrap().is_none());
+    assert!(store.get(&fill1).await.unwrap().is_none());
     let fill0 = store.get(&fill0).await.unwrap().unwrap();
-    assert_eq!((fill0.state, fill0.version), (ExecutionState::Queued, 0));
-    assert_eq!(records(&store), 8 + filled);
+    assert_eq!((fill0.state, fill0.version), (ExecutionState::Running, 1));
+    assert_eq!(records(&store), 8 + filled - 1);
 
     // A key that cannot be written is not published: it is free again.
     let long_key = "k".repeat(20_000);
     let ClaimOutcome::Acquired(token) = claim(&store, &long_key, 1, 0).await else {
         panic!("a free key");
     };
-    assert!(store.publish(token, id("fill1"), t(0)).await.is_err());
+    assert!(store.publish(token, id("fill2"), t(0)).await.is_err());
     assert!(matches!(
         claim(&store, &long_key, 1, 0).await,
         ClaimOutcome::Acquired(_)
@@ -200,7 +196,56 @@ async fn a_full_store_fails_whole_groups_and_recovers_when_space_is_freed() {
         .insert(execution("big", 4, text(100_000)), Durability::Committed)
         .await
         .unwrap();
-    assert_eq!(store.unfinished().await.unwrap().len(), filled + 2);
+    // Every fill but the one removed, "after" and "big".
+    assert_eq!(store.unfinished().await.unwrap().len(), filled - 1 + 2);
+}
+
+#[tokio::test]
+async fn a_database_file_moved_away_while_serving_refuses_writes_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .insert(queued("before", 0), Durability::Committed)
+        .await
+        .unwrap();
+    let file = store.path().to_path_buf();
+    let away = dir.path().join("moved-away.sqlite3");
+    std::fs::rename(&file, &away).unwrap();
+    let refused = store
+        .insert(queued("while-away", 1), Durability::Committed)
+        .await;
+    assert!(
+        matches!(&refused, Err(InsertError::Unavailable(e)) if e.0.contains("was removed")),
+        "{refused:?}"
+    );
+    // Another file in its place is not the store either.
+    std::fs::write(&file, b"").unwrap();
+    let refused = store
+        .insert(queued("while-replaced", 1), Durability::Committed)
+        .await;
+    assert!(
+        matches!(&refused, Err(InsertError::Unavailable(e)) if e.0.contains("replaced")),
+        "{refused:?}"
+    );
+    std::fs::rename(&away, &file).unwrap();
+    store
+        .insert(queued("after", 2), Durability::Committed)
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open(&dir);
+    let names: Vec<String> = store
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record.id.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["before", "after"],
+        "nothing half-written while it was away"
+    );
 }
 
 #[tokio::test]
