@@ -23,6 +23,10 @@
 //!   invocation under callgrind instead (`target/bench/instructions.{json,md}`).
 //! - `sim [--seeds N | --seed S]`: the engine's deterministic simulation over `N` seeds
 //!   (release build), or one seed replayed; the test suite runs 2000.
+//! - `soak [--invocations N] [--kills K] [--seed S]`: the conservation test (kill -9 and
+//!   restart of the real binary under load) at a size CI does not run.
+//! - `bench --store sqlite|memory`, `--stores` (both stores in one run), `--startup`
+//!   (restart after a crash with a million retained and 100 000 queued executions).
 
 mod bench;
 mod ci;
@@ -30,6 +34,7 @@ mod graph;
 mod parity;
 mod sim;
 mod snap;
+mod soak;
 mod tidy;
 mod util;
 
@@ -88,6 +93,19 @@ enum Command {
         #[arg(long, conflicts_with_all = ["instructions", "store", "stores"])]
         startup: bool,
     },
+    /// Run the conservation test (kill -9 of the real binary under load) at a size CI
+    /// does not: every accepted execution must end exactly once.
+    Soak {
+        /// How many invocations the clients send.
+        #[arg(long, default_value_t = 20_000)]
+        invocations: u64,
+        /// How many times the control plane is killed and restarted.
+        #[arg(long, default_value_t = 12)]
+        kills: u64,
+        /// Replay this seed (as a failure names it).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Run the engine's deterministic simulation over many seeds, or replay one.
     Sim {
         /// How many seeds (at least; spread over the simulation's four tests).
@@ -123,6 +141,11 @@ fn main() -> ExitCode {
         Command::Bench {
             instructions: true, ..
         } => bench::run_instructions(&root),
+        Command::Soak {
+            invocations,
+            kills,
+            seed,
+        } => soak::run(&root, invocations, kills, seed),
         Command::Sim {
             seed: Some(seed), ..
         } => sim::run(&root, sim::Seeds::One(seed)),
