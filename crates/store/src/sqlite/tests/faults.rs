@@ -276,3 +276,57 @@ async fn eviction_keeps_the_file_from_growing() {
         "freed pages are reused: {pages:?}"
     );
 }
+
+/// Sets or clears the immutable attribute of `files` (`chattr`, which even root cannot
+/// write past); `false` where the filesystem or the system has no such attribute.
+fn immutable(files: &[&std::path::Path], on: bool) -> bool {
+    let flag = if on { "+i" } else { "-i" };
+    std::process::Command::new("chattr")
+        .arg(flag)
+        .args(files)
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[tokio::test]
+async fn a_database_made_read_only_while_serving_refuses_writes_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .insert(queued("before", 0), Durability::Committed)
+        .await
+        .unwrap();
+    let database = store.path().to_path_buf();
+    let log = database.with_extension("sqlite3-wal");
+    let files = [database.as_path(), log.as_path()];
+    if !immutable(&files, true) {
+        eprintln!("skipped: chattr +i is not available on this filesystem");
+        return;
+    }
+    let refused = store
+        .insert(queued("while-read-only", 1), Durability::Committed)
+        .await;
+    assert!(immutable(&files, false), "chattr -i works where +i did");
+    assert!(
+        matches!(&refused, Err(InsertError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(
+        store.get(&id("before")).await.unwrap().is_some(),
+        "reads go on"
+    );
+    store
+        .insert(queued("after", 2), Durability::Committed)
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open(&dir);
+    let names: Vec<String> = store
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record.id.to_string())
+        .collect();
+    assert_eq!(names, ["before", "after"], "nothing of the refused write");
+}
