@@ -14,7 +14,14 @@ const TEST: &str = "every_accepted_execution_survives_kill_9_and_ends_exactly_on
 pub(crate) fn run(root: &Path, invocations: u64, kills: u64, seed: Option<u64>) -> Result<()> {
     let mut command = cargo(root);
     command
-        .args(["test", "--locked", "--package", "tests", "--test", "durability"])
+        .args([
+            "test",
+            "--locked",
+            "--package",
+            "tests",
+            "--test",
+            "durability",
+        ])
         .args([TEST, "--", "--exact", "--nocapture"])
         .env("CONSERVATION_INVOCATIONS", invocations.to_string())
         .env("CONSERVATION_KILLS", kills.to_string());
