@@ -37,7 +37,7 @@
 //! // Manual driving: the handle resolves once the execution's record is final.
 //! let handle = scheduler.tick_once(&name).await.unwrap().expect("work was queued");
 //! handle.await.unwrap();
-//! let record = scheduler.execution(&submitted.execution_id).await.unwrap();
+//! let record = scheduler.execution(&submitted.execution_id).await.unwrap().expect("a record");
 //! assert_eq!(record.state, ExecutionState::Success);
 //! assert_eq!(record.output.unwrap().to_value(), serde_json::json!({"hi": 1}));
 //! # });
