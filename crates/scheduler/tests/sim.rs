@@ -20,12 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use core_types::testing::SequentialIds;
 use core_types::{
-    Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, DurationMs, ErrorCode,
-    ErrorInfo, ExecutionId, ExecutionState, FunctionName, FunctionSpec, IdempotencyKey,
-    InvocationRequest, Payload, Timestamp,
+    DispatchSuccess, DurationMs, ErrorCode, ErrorInfo, ExecutionId, ExecutionState, FunctionName,
+    FunctionSpec, IdempotencyKey, InvocationRequest, Payload,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -34,9 +32,8 @@ use scheduler::{
     SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions, WaitError,
 };
 use store::{
-    ApplyError, Durability, ExecutionRecord, ExecutionStore, IdempotencyStore, InsertError,
-    MemoryExecutionStore, MemoryFunctionRegistry, MemoryIdempotencyStore, RecordChange,
-    StoreUnavailable, StoredExecution,
+    ExecutionRecord, ExecutionStore, IdempotencyStore, MemoryExecutionStore,
+    MemoryFunctionRegistry, MemoryIdempotencyStore,
 };
 
 /// Seeds each test runs unless `SIM_SEEDS` says otherwise.
@@ -149,99 +146,9 @@ fn a_seed_replays_exactly() {
     }
 }
 
-// ----- the simulated world -------------------------------------------------------------
-
-/// Record times follow tokio's (paused) clock, so sleeps, timeouts and backoffs agree.
-struct SimClock {
-    epoch: tokio::time::Instant,
-}
-
-impl Clock for SimClock {
-    fn now(&self) -> Timestamp {
-        let elapsed = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Timestamp::from_millis(1_767_225_600_000 + elapsed)
-    }
-}
-
-/// Answers drawn from the seed: echo, fail, hang, answer late, or panic.
-struct SimDispatch {
-    rng: Mutex<fastrand::Rng>,
-}
-
-#[async_trait]
-impl Dispatch for SimDispatch {
-    async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome {
-        let (roll, delay) = {
-            let mut rng = self.rng.lock().unwrap();
-            (rng.u32(0..100), rng.u64(1..400))
-        };
-        let failure = || Err(ErrorInfo::new(ErrorCode::FunctionError, "sim: failed"));
-        match roll {
-            0..45 => Ok(DispatchSuccess::warm(request.input)),
-            45..62 => failure(),
-            62..72 => std::future::pending().await,
-            72..86 => {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                Ok(DispatchSuccess::warm(request.input))
-            }
-            86..96 => {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                failure()
-            }
-            _ => panic!("{SCRIPTED_PANIC}"),
-        }
-    }
-}
-
-/// The in-memory store, counting the writes it refuses for a reason other than a newer
-/// decision having landed first: each such refusal means decisions landed out of order.
-struct CountingStore {
-    inner: MemoryExecutionStore,
-    refused: AtomicU64,
-}
-
-#[async_trait]
-impl ExecutionStore for CountingStore {
-    async fn insert(
-        &self,
-        execution: StoredExecution,
-        durability: Durability,
-    ) -> Result<(), InsertError> {
-        self.inner.insert(execution, durability).await
-    }
-
-    async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
-        self.inner.get(id).await
-    }
-
-    async fn apply(
-        &self,
-        id: &ExecutionId,
-        change: RecordChange,
-        durability: Durability,
-    ) -> Result<(), ApplyError> {
-        let applied = self.inner.apply(id, change, durability).await;
-        if matches!(
-            applied,
-            Err(ApplyError::InvalidTransition(_) | ApplyError::Unknown(_))
-        ) {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-        }
-        applied
-    }
-
-    async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable> {
-        self.inner.remove(id).await
-    }
-
-    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable> {
-        self.inner.evict_expired(now).await
-    }
-
-    async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable> {
-        self.inner.unfinished().await
-    }
-}
+#[path = "sim/world.rs"]
+mod world;
+use world::{CountingStore, SimClock, SimDispatch};
 
 /// What a client future reports when it is done.
 enum Done {
