@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -146,6 +146,8 @@ fn a_seed_replays_exactly() {
     }
 }
 
+#[path = "support/watched_store.rs"]
+mod watched_store;
 #[path = "sim/world.rs"]
 mod world;
 use world::{CountingStore, SimClock, SimDispatch};
@@ -200,7 +202,7 @@ impl Sim {
         let day = DurationMs(24 * 60 * 60 * 1000);
         let store = Arc::new(CountingStore {
             inner: MemoryExecutionStore::new(day),
-            refused: AtomicU64::new(0),
+            hook: world::CountsRefusals::default(),
         });
         let claims = Arc::new(MemoryIdempotencyStore::new(day));
         let parts = SchedulerParts {
@@ -579,7 +581,7 @@ impl Sim {
 
     /// The invariants, against the scheduler's and the store's state.
     async fn check(&mut self) -> Outcome {
-        let refused = self.store.refused.load(Ordering::Relaxed);
+        let refused = self.store.hook.refused.load(Ordering::Relaxed);
         if refused > 0 {
             return Err(format!("the store refused {refused} decided writes"));
         }

@@ -10,13 +10,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use core_types::{
     Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, DurationMs, ErrorCode, ErrorInfo,
-    ExecutionId, ExecutionState, FunctionName, FunctionSpec, InvocationRequest, Payload, Timestamp,
+    ExecutionId, ExecutionState, FunctionName, FunctionSpec, InvocationRequest, Payload,
 };
 use scheduler::{RetryBackoff, Scheduler, SchedulerConfig, SchedulerParts, SubmitOptions};
-use store::{
-    ApplyError, ChangeKind, Durability, ExecutionRecord, ExecutionStore, InsertError,
-    MemoryExecutionStore, RecordChange, StoreUnavailable, StoredExecution,
-};
+#[path = "support/watched_store.rs"]
+mod watched_store;
+
+use watched_store::{WatchedStore, WriteHook};
+
+use store::{ApplyError, ChangeKind, ExecutionStore, MemoryExecutionStore, RecordChange};
 
 /// Every attempt but the last one fails, so each execution is retried `ATTEMPTS - 1`
 /// times.
@@ -35,33 +37,15 @@ impl Dispatch for FailUntilLastAttempt {
     }
 }
 
-/// The in-memory store, slowed down on `queued` writes (a store whose write takes a
-/// moment, as a real one does, without yielding) and counting every refused write.
-struct SlowRequeueStore {
-    inner: MemoryExecutionStore,
+/// Slows the in-memory store down on `queued` writes (a store whose write takes a
+/// moment, as a real one does, without yielding) and counts every refused write.
+#[derive(Default)]
+struct SlowRequeues {
     refused: AtomicU64,
 }
 
-#[async_trait]
-impl ExecutionStore for SlowRequeueStore {
-    async fn insert(
-        &self,
-        execution: StoredExecution,
-        durability: Durability,
-    ) -> Result<(), InsertError> {
-        self.inner.insert(execution, durability).await
-    }
-
-    async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
-        self.inner.get(id).await
-    }
-
-    async fn apply(
-        &self,
-        id: &ExecutionId,
-        change: RecordChange,
-        durability: Durability,
-    ) -> Result<(), ApplyError> {
+impl WriteHook for SlowRequeues {
+    fn before_apply(&self, _id: &ExecutionId, change: &RecordChange) {
         if matches!(change.kind, ChangeKind::Requeued { .. }) {
             // Long enough for another worker to take the retry off the queue first.
             let until = std::time::Instant::now() + Duration::from_micros(50);
@@ -69,32 +53,21 @@ impl ExecutionStore for SlowRequeueStore {
                 std::hint::spin_loop();
             }
         }
-        let applied = self.inner.apply(id, change, durability).await;
+    }
+
+    fn after_apply(&self, applied: &Result<(), ApplyError>) {
         if matches!(applied, Err(ApplyError::InvalidTransition(_))) {
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
-        applied
-    }
-
-    async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable> {
-        self.inner.remove(id).await
-    }
-
-    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable> {
-        self.inner.evict_expired(now).await
-    }
-
-    async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable> {
-        self.inner.unfinished().await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_racing_on_many_workers_leave_every_record_true_to_its_last_attempt() {
     const EXECUTIONS: usize = 4_000;
-    let store = Arc::new(SlowRequeueStore {
+    let store = Arc::new(WatchedStore {
         inner: MemoryExecutionStore::new(DurationMs(10 * 60 * 1000)),
-        refused: AtomicU64::new(0),
+        hook: SlowRequeues::default(),
     });
     let parts = SchedulerParts {
         executions: Arc::clone(&store) as Arc<dyn ExecutionStore>,
@@ -152,7 +125,7 @@ async fn retries_racing_on_many_workers_leave_every_record_true_to_its_last_atte
         }
     }
     assert_eq!(
-        store.refused.load(Ordering::Relaxed),
+        store.hook.refused.load(Ordering::Relaxed),
         0,
         "the store refused writes that landed out of order; records wrong: {wrong:?}"
     );

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use core_types::{
     Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, DurationMs, ErrorCode, ErrorInfo,
     ExecutionId, ExecutionState, FunctionName, FunctionSpec, IdempotencyKey, InvocationRequest,
-    Payload, Timestamp,
+    Payload,
 };
 use futures::FutureExt;
 use scheduler::{
@@ -18,10 +18,12 @@ use scheduler::{
     SchedulerConfig, SchedulerParts, SubmitError, SubmitOptions,
 };
 use serde_json::json;
-use store::{
-    ApplyError, ChangeKind, Durability, ExecutionRecord, ExecutionStore, InsertError,
-    MemoryExecutionStore, RecordChange, StoreUnavailable, StoredExecution,
-};
+#[path = "support/watched_store.rs"]
+mod watched_store;
+
+use watched_store::{WatchedStore, WriteHook};
+
+use store::{ChangeKind, ExecutionStore, MemoryExecutionStore, RecordChange, StoredExecution};
 
 /// Echoes, except `{"hang": true}`, which never answers (until the function's timeout).
 struct EchoOrHang;
@@ -296,61 +298,32 @@ async fn queued_inputs_stay_within_their_budget() {
         .expect("room again");
 }
 
-/// The in-memory store, except that finishing a record panics once armed (a bug in a
-/// store).
+/// Makes finishing a record panic once armed (a bug in a store).
+#[derive(Default)]
 struct PanicsOnFinish {
-    inner: MemoryExecutionStore,
     armed: AtomicBool,
 }
 
-#[async_trait]
-impl ExecutionStore for PanicsOnFinish {
-    async fn insert(
-        &self,
-        execution: StoredExecution,
-        durability: Durability,
-    ) -> Result<(), InsertError> {
+impl WriteHook for PanicsOnFinish {
+    fn before_insert(&self, execution: &StoredExecution) {
         // A sync invocation without a key is written once, finished.
         if execution.record.state.is_terminal() && self.armed.load(Ordering::SeqCst) {
             panic!("the store broke while finishing {}", execution.record.id);
         }
-        self.inner.insert(execution, durability).await
     }
 
-    async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
-        self.inner.get(id).await
-    }
-
-    async fn apply(
-        &self,
-        id: &ExecutionId,
-        change: RecordChange,
-        durability: Durability,
-    ) -> Result<(), ApplyError> {
+    fn before_apply(&self, id: &ExecutionId, change: &RecordChange) {
         if matches!(change.kind, ChangeKind::Finished { .. }) && self.armed.load(Ordering::SeqCst) {
             panic!("the store broke while finishing {id}");
         }
-        self.inner.apply(id, change, durability).await
-    }
-
-    async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable> {
-        self.inner.remove(id).await
-    }
-
-    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable> {
-        self.inner.evict_expired(now).await
-    }
-
-    async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable> {
-        self.inner.unfinished().await
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_completion_that_panics_half_way_leaves_no_caller_waiting_forever() {
-    let store = Arc::new(PanicsOnFinish {
+    let store = Arc::new(WatchedStore {
         inner: MemoryExecutionStore::new(DurationMs(60_000)),
-        armed: AtomicBool::new(false),
+        hook: PanicsOnFinish::default(),
     });
     let parts = SchedulerParts {
         executions: Arc::clone(&store) as Arc<dyn ExecutionStore>,
@@ -368,7 +341,7 @@ async fn a_completion_that_panics_half_way_leaves_no_caller_waiting_forever() {
         .await
         .unwrap();
     let id = submitted.execution_id.clone();
-    store.armed.store(true, Ordering::SeqCst);
+    store.hook.armed.store(true, Ordering::SeqCst);
 
     let callback = scheduler.complete(
         &id,

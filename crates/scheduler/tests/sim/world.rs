@@ -8,14 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use core_types::{
     Clock, Dispatch, DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo,
-    ExecutionId, Timestamp,
+    Timestamp,
 };
-use store::{
-    ApplyError, Durability, ExecutionRecord, ExecutionStore, InsertError, MemoryExecutionStore,
-    RecordChange, StoreUnavailable, StoredExecution,
-};
+use store::ApplyError;
 
 use super::SCRIPTED_PANIC;
+use super::watched_store::{WatchedStore, WriteHook};
 
 /// Record times follow tokio's (paused) clock, so sleeps, timeouts and backoffs agree.
 pub(super) struct SimClock {
@@ -59,52 +57,23 @@ impl Dispatch for SimDispatch {
     }
 }
 
-/// The in-memory store, counting the writes it refuses for a reason other than a newer
-/// decision having landed first: each such refusal means decisions landed out of order.
-pub(super) struct CountingStore {
-    pub(super) inner: MemoryExecutionStore,
+/// Counts the writes the store refuses for a reason other than a newer decision having
+/// landed first: each such refusal means decisions landed out of order.
+#[derive(Default)]
+pub(super) struct CountsRefusals {
     pub(super) refused: AtomicU64,
 }
 
-#[async_trait]
-impl ExecutionStore for CountingStore {
-    async fn insert(
-        &self,
-        execution: StoredExecution,
-        durability: Durability,
-    ) -> Result<(), InsertError> {
-        self.inner.insert(execution, durability).await
-    }
-
-    async fn get(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreUnavailable> {
-        self.inner.get(id).await
-    }
-
-    async fn apply(
-        &self,
-        id: &ExecutionId,
-        change: RecordChange,
-        durability: Durability,
-    ) -> Result<(), ApplyError> {
-        let applied = self.inner.apply(id, change, durability).await;
+impl WriteHook for CountsRefusals {
+    fn after_apply(&self, applied: &Result<(), ApplyError>) {
         if matches!(
             applied,
             Err(ApplyError::InvalidTransition(_) | ApplyError::Unknown(_))
         ) {
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
-        applied
-    }
-
-    async fn remove(&self, id: &ExecutionId) -> Result<bool, StoreUnavailable> {
-        self.inner.remove(id).await
-    }
-
-    async fn evict_expired(&self, now: Timestamp) -> Result<usize, StoreUnavailable> {
-        self.inner.evict_expired(now).await
-    }
-
-    async fn unfinished(&self) -> Result<Vec<StoredExecution>, StoreUnavailable> {
-        self.inner.unfinished().await
     }
 }
+
+/// The simulation's store.
+pub(super) type CountingStore = WatchedStore<CountsRefusals>;
