@@ -234,13 +234,7 @@ async fn a_database_file_moved_away_while_serving_refuses_writes_until_it_is_bac
         .unwrap();
     store.close().await;
     let store = open(&dir);
-    let names: Vec<String> = store
-        .unfinished()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.record.id.to_string())
-        .collect();
+    let names = unfinished_ids(&store).await;
     assert_eq!(
         names,
         ["before", "after"],
@@ -275,6 +269,15 @@ async fn eviction_keeps_the_file_from_growing() {
         pages[2..].iter().all(|&count| count <= settled),
         "freed pages are reused: {pages:?}"
     );
+}
+
+/// The ids of the unfinished executions the store holds, in their order.
+async fn unfinished_ids(store: &SqliteStore) -> Vec<String> {
+    let unfinished = store.unfinished().await.unwrap();
+    unfinished
+        .into_iter()
+        .map(|e| e.record.id.to_string())
+        .collect()
 }
 
 /// Sets or clears the immutable attribute of `files` (`chattr`, which even root cannot
@@ -321,12 +324,6 @@ async fn a_database_made_read_only_while_serving_refuses_writes_and_recovers() {
         .unwrap();
     store.close().await;
     let store = open(&dir);
-    let names: Vec<String> = store
-        .unfinished()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.record.id.to_string())
-        .collect();
+    let names = unfinished_ids(&store).await;
     assert_eq!(names, ["before", "after"], "nothing of the refused write");
 }
