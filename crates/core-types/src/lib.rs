@@ -39,7 +39,10 @@ mod time;
 mod wire;
 
 pub use codes::ErrorCode;
-pub use deployment::{DeploymentProvider, DeprovisionError, ProvisionError, SetReplicasError};
+pub use deployment::{
+    DeploymentHooks, DeploymentProvider, DeploymentStatus, DeprovisionError, OwnedTask, ProvisionError,
+    Provisioned, ReadyReplicas, SetReplicasError, TaskOwner,
+};
 pub use dto::{
     CallbackResult, CompletionRequest, ErrorBody, ErrorDetail, ExecutionStatus, InvocationRequest,
     InvocationResponse,

@@ -47,6 +47,7 @@ mod backoff;
 mod completion;
 mod events;
 mod ids;
+mod scaling;
 mod scheduler;
 #[cfg(feature = "testing")]
 pub mod testing;
