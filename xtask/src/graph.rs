@@ -11,6 +11,7 @@
 //! | scheduler | core-types, queue, store (never dispatcher: it talks to the `Dispatch` port) |
 //! | http-api | core-types, queue, store, scheduler (never dispatcher: it never talks to runtimes) |
 //! | http-server | core-types (it serves any tower service: never the routes, the engine or the stores) |
+//! | provider-process | core-types, dispatcher (it reaches its replicas with the pool dispatcher; never the engine or the stores) |
 //! | control-plane | anything (the binary is where concrete types meet) |
 //! | tests | anything |
 //! | xtask | no workspace crate |
@@ -173,6 +174,11 @@ const POLICY: &[Rule] = &[
     Rule {
         krate: "http-server",
         internal: Allowed::Only(&["core-types"]),
+        external: None,
+    },
+    Rule {
+        krate: "provider-process",
+        internal: Allowed::Only(&["core-types", "dispatcher"]),
         external: None,
     },
     Rule {
@@ -352,8 +358,13 @@ mod tests {
                 .internal("store", Normal)
                 .internal("scheduler", Normal)
                 .external("axum", Normal),
+            Member::new("provider-process")
+                .internal("core-types", Normal)
+                .internal("dispatcher", Normal)
+                .external("rustix", Normal),
             Member::new("control-plane")
                 .internal("core-types", Normal)
+                .internal("provider-process", Normal)
                 .internal("queue", Normal)
                 .internal("store", Normal)
                 .internal("dispatcher", Normal)
@@ -417,6 +428,15 @@ mod tests {
         assert_eq!(
             check_graph(&graph),
             vec![arrow("scheduler", "dispatcher", Normal)]
+        );
+    }
+
+    #[test]
+    fn a_provider_must_not_know_the_engine() {
+        let graph = with_dep("provider-process", internal("scheduler", Normal));
+        assert_eq!(
+            check_graph(&graph),
+            vec![arrow("provider-process", "scheduler", Normal)]
         );
     }
 

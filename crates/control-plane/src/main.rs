@@ -29,6 +29,7 @@ use scheduler::{MemoryLimits, RetryBackoff, SchedulerConfig};
 use signals::shutdown_signal;
 use tokio::net::TcpListener;
 
+mod deployments;
 mod storage;
 
 /// Who moves queued work.
@@ -140,6 +141,8 @@ struct Args {
     /// the platform's (a cluster's private CA, a self-signed endpoint).
     #[arg(long, env = "CONTROL_PLANE_DISPATCH_CA_FILE", value_name = "PATH")]
     dispatch_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    deployments: deployments::DeploymentFlags,
     #[command(flatten)]
     http: HttpFlags,
     #[command(flatten)]
@@ -350,13 +353,20 @@ async fn run(args: Args) -> std::io::Result<()> {
         execution_memory_budget: bytes(args.execution_memory_budget),
         idempotency_memory_budget: bytes(args.idempotency_memory_budget),
     };
-    let opened = storage::open(
-        &args.store,
-        limits_of_memory,
-        Arc::new(ModeRouter::new(pool)),
-    )
-    .await
-    .map_err(std::io::Error::other)?;
+    let provider = args.deployments.provider(
+        &args.store.data_dir,
+        &callback_base_url,
+        pool.clone(),
+        args.max_body_bytes,
+    );
+    let mut router = ModeRouter::new(pool);
+    if let Some(provider) = &provider {
+        router = router.with_deployments(Arc::clone(&provider.dispatch));
+    }
+    let mut opened = storage::open(&args.store, limits_of_memory, Arc::new(router))
+        .await
+        .map_err(std::io::Error::other)?;
+    opened.parts.deployments = provider.map(|provider| provider.deployments);
     let (runtime, runtime_revision) = opened.kept_runtime.unwrap_or((runtime, 1));
     let config = SchedulerConfig {
         callback_base_url: Some(Arc::from(callback_base_url.as_str())),
@@ -365,6 +375,7 @@ async fn run(args: Args) -> std::io::Result<()> {
             max: args.retry_backoff_max.max(args.retry_backoff_base),
         },
         queued_input_budget: bytes(args.queued_input_budget),
+        autoscaling: args.deployments.autoscaling(),
         ..SchedulerConfig::default()
     };
     let state = AppState::assemble(

@@ -40,8 +40,8 @@ mod wire;
 
 pub use codes::ErrorCode;
 pub use deployment::{
-    DeploymentHooks, DeploymentProvider, DeploymentStatus, DeprovisionError, OwnedTask, ProvisionError,
-    Provisioned, ReadyReplicas, SetReplicasError, TaskOwner,
+    DeploymentHooks, DeploymentProvider, DeploymentStatus, DeprovisionError, OwnedTask,
+    ProvisionError, Provisioned, ReadyReplicas, SetReplicasError, TaskOwner,
 };
 pub use dto::{
     CallbackResult, CompletionRequest, ErrorBody, ErrorDetail, ExecutionStatus, InvocationRequest,

@@ -323,6 +323,15 @@ impl PoolDispatcher {
     }
 }
 
+impl PoolDispatcher {
+    /// Dispatches `request` to `endpoint` rather than to its function's
+    /// `endpointUrl`: how a deployment provider reaches the replica it picked. The
+    /// wire contract and the pooling are those of every `POOL` dispatch.
+    pub async fn dispatch_to(&self, endpoint: &str, request: &DispatchRequest) -> DispatchOutcome {
+        self.call(endpoint, request).await
+    }
+}
+
 #[async_trait::async_trait]
 impl Dispatch for PoolDispatcher {
     async fn dispatch(&self, request: DispatchRequest) -> DispatchOutcome {

@@ -13,12 +13,14 @@ use crate::{LocalDispatcher, PoolDispatcher};
 /// - `LOCAL` -> the local (echo) dispatcher;
 /// - `POOL` -> the pool (HTTP) dispatcher;
 /// - `DEPLOYMENT` -> the pool dispatcher when the function has an `endpointUrl` (set
-///   by its deployment provider at registration, or given by the user), otherwise a
-///   `DISPATCH_ERROR`.
+///   by its deployment provider at registration, or given by the user), otherwise the
+///   deployment provider's own dispatcher (its replicas, or its one-shot commands), and
+///   without one a `DISPATCH_ERROR`.
 #[derive(Clone)]
 pub struct ModeRouter {
     local: Arc<dyn Dispatch>,
     pool: Arc<dyn Dispatch>,
+    deployments: Option<Arc<dyn Dispatch>>,
 }
 
 impl ModeRouter {
@@ -29,7 +31,19 @@ impl ModeRouter {
 
     /// A router over any dispatchers (tests inject scripted ones).
     pub fn with_dispatchers(local: Arc<dyn Dispatch>, pool: Arc<dyn Dispatch>) -> Self {
-        Self { local, pool }
+        Self {
+            local,
+            pool,
+            deployments: None,
+        }
+    }
+
+    /// Sends `DEPLOYMENT` functions without an `endpointUrl` to `deployments` (the
+    /// provider that runs their replicas).
+    #[must_use]
+    pub fn with_deployments(mut self, deployments: Arc<dyn Dispatch>) -> Self {
+        self.deployments = Some(deployments);
+        self
     }
 }
 
@@ -48,16 +62,22 @@ impl Dispatch for ModeRouter {
             ExecutionMode::Deployment if request.function.endpoint_url.is_some() => {
                 self.pool.dispatch(request).await
             }
-            ExecutionMode::Deployment => Err(ErrorInfo::new(
-                ErrorCode::DispatchError,
-                "no deployment provider and no endpointUrl",
-            )),
+            ExecutionMode::Deployment => match &self.deployments {
+                Some(deployments) => deployments.dispatch(request).await,
+                None => Err(ErrorInfo::new(
+                    ErrorCode::DispatchError,
+                    "no deployment provider and no endpointUrl",
+                )),
+            },
         }
     }
 
     fn sweep_idle(&self) {
         self.local.sweep_idle();
         self.pool.sweep_idle();
+        if let Some(deployments) = &self.deployments {
+            deployments.sweep_idle();
+        }
     }
 }
 
@@ -154,6 +174,18 @@ mod tests {
         for swept in [&local, &pool] {
             assert_eq!(swept.0.load(std::sync::atomic::Ordering::SeqCst), 2);
         }
+    }
+
+    #[tokio::test]
+    async fn a_deployment_without_endpoint_goes_to_its_provider() {
+        let router = router().with_deployments(Arc::new(Named("provider")));
+        let routed = router.dispatch(request("DEPLOYMENT", None)).await.unwrap();
+        assert_eq!(routed.output.to_value(), "provider");
+        let routed = router
+            .dispatch(request("DEPLOYMENT", Some("http://h/x")))
+            .await
+            .unwrap();
+        assert_eq!(routed.output.to_value(), "pool", "its own endpoint wins");
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use core_types::{ErrorBody, ErrorCode, ErrorDetail};
 use scheduler::{
-    CompleteError, RegisterError, RemoveError, ReplicasError, SubmitError, TickError, WaitError,
+    CompleteError, LogsError, RegisterError, RemoveError, ReplicasError, SubmitError, TickError,
+    WaitError,
 };
 
 use crate::admission::Rejection;
@@ -53,6 +54,9 @@ pub enum ApiError {
     /// `PUT /v1/functions/{name}/replicas` refused.
     #[error(transparent)]
     Replicas(#[from] ReplicasError),
+    /// `GET /v1/functions/{name}/logs` refused.
+    #[error(transparent)]
+    Logs(#[from] LogsError),
     /// `:invoke` / `:enqueue` refused by the scheduler.
     #[error(transparent)]
     Submit(#[from] SubmitError),
@@ -122,20 +126,18 @@ impl ApiError {
             | Self::Tick(TickError::UnknownFunction(_))
             | Self::Complete(CompleteError::UnknownExecution(_))
             | Self::Submit(SubmitError::UnknownFunction(_))
-            | Self::Replicas(ReplicasError::UnknownFunction(_)) => {
-                (S::NOT_FOUND, ErrorCode::NotFound)
-            }
+            | Self::Replicas(ReplicasError::UnknownFunction(_))
+            | Self::Logs(LogsError::UnknownFunction(_)) => (S::NOT_FOUND, ErrorCode::NotFound),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
             Self::Register(RegisterError::AlreadyRegistered(_)) => {
                 (S::CONFLICT, ErrorCode::FunctionExists)
             }
-            Self::Register(RegisterError::NoProvider(_) | RegisterError::Provision(_))
+            Self::Register(RegisterError::NoProvider { .. } | RegisterError::Provision(_))
             | Self::Replicas(ReplicasError::Provider(_)) => {
                 (S::SERVICE_UNAVAILABLE, ErrorCode::ProviderUnavailable)
             }
-            Self::Replicas(ReplicasError::NotDeployment { .. }) => {
-                (S::BAD_REQUEST, ErrorCode::ValidationError)
-            }
+            Self::Replicas(ReplicasError::NotDeployment { .. })
+            | Self::Logs(LogsError::NoReplicas(_)) => (S::BAD_REQUEST, ErrorCode::ValidationError),
             Self::Submit(SubmitError::QueueFull { .. } | SubmitError::InputsFull { .. }) => {
                 (S::TOO_MANY_REQUESTS, ErrorCode::QueueFull)
             }
@@ -159,7 +161,8 @@ impl ApiError {
             | Self::Register(RegisterError::StoreUnavailable(_))
             | Self::Remove(RemoveError::StoreUnavailable(_))
             | Self::Complete(CompleteError::StoreUnavailable(_))
-            | Self::Wait(WaitError::StoreUnavailable(_)) => {
+            | Self::Wait(WaitError::StoreUnavailable(_))
+            | Self::Replicas(ReplicasError::StoreUnavailable(_)) => {
                 (S::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
             }
             Self::Wait(WaitError::UnknownExecution(_)) | Self::Internal(_) => {

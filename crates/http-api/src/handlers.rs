@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use core_types::{
@@ -90,7 +90,11 @@ pub(crate) async fn register_function(
     let spec = FunctionSpec::from_json(&value).map_err(|e| ApiError::invalid_all(e.0))?;
     let registered = state.scheduler.register_function(spec).await?;
     tracing::info!(function = %registered.spec.name, mode = ?registered.spec.execution_mode, "function registered");
-    Ok((StatusCode::CREATED, Json(FunctionView::of(&registered))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(FunctionView::of(&registered, &state.scheduler)),
+    )
+        .into_response())
 }
 
 /// `GET /v1/functions`.
@@ -104,7 +108,12 @@ pub(crate) async fn register_function(
 pub(crate) async fn list_functions(State(state): State<AppState>) -> Json<Vec<FunctionView>> {
     // The registry lists functions sorted by name (its port's contract).
     let functions = state.scheduler.functions();
-    Json(functions.iter().map(FunctionView::of).collect())
+    Json(
+        functions
+            .iter()
+            .map(|function| FunctionView::of(function, &state.scheduler))
+            .collect(),
+    )
 }
 
 /// `GET /v1/functions/{name}`.
@@ -127,7 +136,7 @@ pub(crate) async fn get_function(
         .scheduler
         .function(&name)
         .ok_or_else(|| function_not_found(&name))?;
-    Ok(Json(FunctionView::of(&function)))
+    Ok(Json(FunctionView::of(&function, &state.scheduler)))
 }
 
 /// `DELETE /v1/functions/{name}`.
@@ -186,6 +195,63 @@ pub(crate) async fn set_replicas(
     state.scheduler.set_replicas(&name, replicas).await?;
     tracing::info!(function = %name, replicas, "replicas set");
     Ok(Json(json!({ "function": name, "replicas": replicas })))
+}
+
+/// The most lines one `GET .../logs` returns.
+const MAX_LOG_TAIL: usize = 10_000;
+
+/// `GET /v1/functions/{name}/logs?tail=N`.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}/logs",
+    tag = "functions",
+    summary = "The last lines the function's replicas wrote",
+    params(
+        ("name" = FunctionName, Path, description = "The function's name"),
+        ("tail" = Option<usize>, Query, description = "Lines to return, 1..=10000 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The lines, oldest first, each prefixed with its replica", body = String, content_type = "text/plain"),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad `tail`, or the function has no replicas the control plane runs", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such function", body = ErrorBody),
+    )
+)]
+pub(crate) async fn function_logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let tail = log_tail(query.as_deref())?;
+    let lines = state.scheduler.replica_logs(&name, tail)?;
+    let mut text = lines.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// The `tail` of a logs query: 100 unless given, then 1..=[`MAX_LOG_TAIL`].
+fn log_tail(query: Option<&str>) -> Result<usize, ApiError> {
+    let mut tail = 100;
+    for pair in query.unwrap_or_default().split('&') {
+        let Some(value) = pair.strip_prefix("tail=") else {
+            continue;
+        };
+        tail = value
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LOG_TAIL).contains(n))
+            .ok_or_else(|| ApiError::invalid("tail", "must be an integer from 1 to 10000"))?;
+    }
+    Ok(tail)
 }
 
 /// `POST /v1/functions/{name}:{action}` (`invoke`, `enqueue`).

@@ -210,6 +210,7 @@ pub fn router(state: AppState) -> Api {
             "/v1/functions/{name}/replicas",
             axum::routing::put(handlers::set_replicas),
         )
+        .route("/v1/functions/{name}/logs", get(handlers::function_logs))
         .route("/v1/executions/{id}", get(handlers::get_execution))
         .route(
             "/v1/internal/executions/{id_action}",

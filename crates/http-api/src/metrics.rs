@@ -323,6 +323,9 @@ impl Metrics {
     pub async fn render(&self, scheduler: &Scheduler) -> String {
         let depth = Family::<FunctionLabel, Gauge>::default();
         let in_flight = Family::<FunctionLabel, Gauge>::default();
+        let desired = Family::<FunctionLabel, Gauge>::default();
+        let ready = Family::<FunctionLabel, Gauge>::default();
+        let restarts = Family::<FunctionLabel, Counter>::default();
         for function in scheduler.functions() {
             let name = function.spec.name.as_str();
             // Counters only: no lock taken, no id copied.
@@ -338,6 +341,16 @@ impl Metrics {
             in_flight
                 .get_or_create(&label)
                 .set(i64::try_from(queue.in_flight).unwrap_or(i64::MAX));
+            if let Some(replicas) = scheduler.replicas(name) {
+                desired
+                    .get_or_create(&label)
+                    .set(i64::from(replicas.desired));
+                ready.get_or_create(&label).set(i64::from(replicas.ready));
+                let status = scheduler.deployment_status(&function.spec.name);
+                restarts
+                    .get_or_create(&label)
+                    .inc_by(status.map_or(0, |status| status.restarts));
+            }
         }
         let mut gauges = Registry::default();
         gauges.register(
@@ -349,6 +362,21 @@ impl Metrics {
             "function_in_flight",
             "Attempts of the function being dispatched now",
             in_flight,
+        );
+        gauges.register(
+            "function_replicas_desired",
+            "Replicas the function is to run (autoscaler or manual count)",
+            desired,
+        );
+        gauges.register(
+            "function_replicas_ready",
+            "Replicas of the function ready to take invocations",
+            ready,
+        );
+        gauges.register(
+            "function_replica_restarts",
+            "Replicas of the function started again after they exited or never got ready",
+            restarts,
         );
         let stats = scheduler.store_stats();
         let records = Gauge::<i64>::default();

@@ -81,6 +81,7 @@ impl utoipa::ToSchema for FunctionSpecInput {
         handlers::get_function,
         handlers::delete_function,
         handlers::set_replicas,
+        handlers::function_logs,
         handlers::get_execution,
         handlers::execution_action,
         handlers::internal_function_action,

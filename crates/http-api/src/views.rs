@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use core_types::{ExecutionMode, FunctionSpec, Timestamp};
+use scheduler::Scheduler;
 use serde::Serialize;
 use store::RegisteredFunction;
 use utoipa::ToSchema;
@@ -23,15 +24,51 @@ pub(crate) struct FunctionView {
     effective_execution_mode: ExecutionMode,
     /// When the function was registered.
     created_at: Timestamp,
+    /// Why it runs in another mode than it asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degradation_reason: Option<String>,
+    /// For a function whose replicas the control plane runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<ReplicasView>,
+}
+
+/// A managed function's replicas.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReplicasView {
+    /// Replicas it is to run (the autoscaler's or a manual count).
+    desired: u32,
+    /// Replicas ready to take invocations.
+    ready: u32,
+    /// Whether a manual count (`PUT .../replicas`) holds an autoscaled function.
+    pinned: bool,
+    /// Replicas started again after they exited or never got ready.
+    restarts: u64,
+    /// While replicas keep failing: the last failure and when the next start is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crash_loop: Option<String>,
 }
 
 impl FunctionView {
-    pub(crate) fn of(function: &RegisteredFunction) -> Self {
+    pub(crate) fn of(function: &RegisteredFunction, scheduler: &Scheduler) -> Self {
+        let name = &function.spec.name;
+        let replicas = scheduler.replicas(name.as_str()).map(|counts| {
+            let status = scheduler.deployment_status(name).unwrap_or_default();
+            ReplicasView {
+                desired: counts.desired,
+                ready: counts.ready,
+                pinned: counts.pinned,
+                restarts: status.restarts,
+                crash_loop: status.crash_loop,
+            }
+        });
         Self {
             spec: Arc::clone(&function.spec),
             requested_execution_mode: function.spec.execution_mode,
             effective_execution_mode: function.effective_mode,
             created_at: function.created_at,
+            degradation_reason: function.degradation_reason.clone(),
+            replicas,
         }
     }
 }

@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/functions/{name}"),
     ("DELETE", "/v1/functions/{name}"),
     ("PUT", "/v1/functions/{name}/replicas"),
+    ("GET", "/v1/functions/{name}/logs"),
     ("POST", "/v1/functions/{name}:invoke"),
     ("POST", "/v1/functions/{name}:enqueue"),
     ("GET", "/v1/executions/{id}"),

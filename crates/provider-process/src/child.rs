@@ -40,7 +40,11 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<(Child, ProcessGroup)> {
     command
         .args(args)
         .env_clear()
-        .envs(INHERITED.iter().filter_map(|key| Some((*key, std::env::var_os(key)?))))
+        .envs(
+            INHERITED
+                .iter()
+                .filter_map(|key| Some((*key, std::env::var_os(key)?))),
+        )
         .envs(launch.env)
         .stdin(launch.stdin)
         .stdout(Stdio::piped())
@@ -53,7 +57,9 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<(Child, ProcessGroup)> {
     }
     die_with_parent(&mut command);
     let child = command.spawn()?;
-    let pid = child.id().ok_or_else(|| io::Error::other("the child exited at once"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("the child exited at once"))?;
     Ok((child, ProcessGroup::led_by(pid)))
 }
 
@@ -94,11 +100,6 @@ impl ProcessGroup {
         Self {
             leader: i32::try_from(pid).ok().and_then(Pid::from_raw),
         }
-    }
-
-    /// The group's id (its leader's pid).
-    pub(crate) fn id(&self) -> Option<u32> {
-        self.leader.map(|pid| pid.as_raw_nonzero().get().unsigned_abs())
     }
 
     /// Sends `signal` to every process of the group; a group that is gone already is
@@ -165,7 +166,10 @@ mod tests {
         let text = String::from_utf8(output.stdout).unwrap();
         assert!(text.lines().any(|l| l == "GREETING=hi"), "{text}");
         assert!(text.lines().any(|l| l.starts_with("PATH=")), "{text}");
-        assert!(!text.contains("CARGO"), "the control plane's own environment leaked: {text}");
+        assert!(
+            !text.contains("CARGO"),
+            "the control plane's own environment leaked: {text}"
+        );
     }
 
     #[tokio::test]
@@ -192,7 +196,10 @@ mod tests {
         // reaps it, so wait for that, bounded.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while alive(grandchild) && !zombie(grandchild) {
-            assert!(std::time::Instant::now() < deadline, "the group's sleep survived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group's sleep survived"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -228,7 +235,11 @@ mod tests {
 
     fn zombie(pid: u32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+            .map(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            })
             .unwrap_or(true)
     }
 }

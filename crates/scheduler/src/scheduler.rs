@@ -10,8 +10,8 @@ use std::time::Duration;
 use core_types::{
     Clock, DeploymentProvider, Dispatch, DispatchRequest, DurationMs, ErrorCode, ErrorInfo,
     ExecutionId, ExecutionMode, ExecutionState, FunctionName, FunctionSpec, IdGenerator,
-    IdempotencyKey, InvocationRequest, Payload, ProvisionError, SetReplicasError, SystemClock,
-    Timestamp, TraceId,
+    IdempotencyKey, InvocationRequest, Payload, ProvisionError, Provisioned, SetReplicasError,
+    SystemClock, Timestamp, TraceId,
 };
 use dashmap::DashMap;
 use futures::FutureExt;
@@ -39,16 +39,19 @@ mod background;
 mod complete;
 mod errors;
 mod functions;
+mod replicas;
 mod restore;
 mod submit;
 mod waiting;
 
+pub use replicas::{AutoscalingConfig, ReplicaCounts};
 pub use restore::Restored;
 
 pub use waiting::Waiter;
 
 pub use errors::{
-    CompleteError, RegisterError, RemoveError, ReplicasError, SubmitError, TickError, WaitError,
+    CompleteError, LogsError, RegisterError, RemoveError, ReplicasError, SubmitError, TickError,
+    WaitError,
 };
 
 /// Everything the scheduler is written against, injected.
@@ -153,6 +156,8 @@ pub struct SchedulerConfig {
     /// Bytes the inputs (and metadata) of unfinished executions may hold in all;
     /// past it submissions are refused ([`SubmitError::InputsFull`]).
     pub queued_input_budget: usize,
+    /// How the replicas of `INTERNAL`-scaled functions are autoscaled.
+    pub autoscaling: AutoscalingConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -163,6 +168,7 @@ impl Default for SchedulerConfig {
             waiters_drive_when_manual: true,
             retry_backoff: RetryBackoff::default(),
             queued_input_budget: usize::MAX,
+            autoscaling: AutoscalingConfig::default(),
         }
     }
 }
@@ -222,6 +228,10 @@ struct FunctionRuntime {
     registered: RegisteredFunction,
     spec: Arc<FunctionSpec>,
     queue: Arc<FunctionQueue>,
+    /// Its replicas, when a provider starts and stops them for it.
+    replicas: Option<Arc<replicas::Replicas>>,
+    /// Whether a provider runs its command once per invocation (`STDIO`, `FILE`).
+    per_invocation: bool,
 }
 
 /// An execution that has not finished yet. The map entry's lock is the execution's
@@ -308,6 +318,11 @@ struct Inner {
     /// Set once the background loop runs; until then sync waiters drive their queue.
     background: AtomicBool,
     tasks: TaskTracker,
+    /// The deployment provider's supervision, awaited at shutdown after the provider
+    /// stopped its replicas.
+    provider_tasks: Arc<replicas::ProviderTasks>,
+    /// Wakes the autoscaler before its next turn (work for a function at zero).
+    scale_now: tokio::sync::Notify,
     stopping: CancellationToken,
     /// Cancelled when shutdown's grace is over: writes the store keeps refusing are
     /// given up (what was last committed is what a restart recovers).
@@ -352,6 +367,10 @@ impl Scheduler {
                 ready: std::sync::Mutex::new(Some(ready)),
                 background: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
+                provider_tasks: Arc::new(replicas::ProviderTasks {
+                    tracker: TaskTracker::new(),
+                }),
+                scale_now: tokio::sync::Notify::new(),
                 stopping: CancellationToken::new(),
                 gave_up: CancellationToken::new(),
                 ignored_completions: AtomicU64::new(0),

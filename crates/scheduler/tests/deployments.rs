@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use core_types::{
-    DeploymentProvider, DeprovisionError, Dispatch, DispatchOutcome, DispatchRequest,
-    DispatchSuccess, ExecutionMode, FunctionName, FunctionSpec, ProvisionError, SetReplicasError,
+    DeploymentHooks, DeploymentProvider, DeprovisionError, Dispatch, DispatchOutcome,
+    DispatchRequest, DispatchSuccess, ExecutionMode, FunctionName, FunctionSpec, ProvisionError,
+    Provisioned, SetReplicasError,
 };
 use scheduler::{RegisterError, ReplicasError, Scheduler, SchedulerParts};
 use serde_json::json;
@@ -73,7 +74,12 @@ impl DeploymentProvider for RecordingProvider {
         "recording"
     }
 
-    async fn provision(&self, spec: &FunctionSpec) -> Result<String, ProvisionError> {
+    async fn provision(
+        &self,
+        spec: &Arc<FunctionSpec>,
+        _replicas: u32,
+        _hooks: DeploymentHooks,
+    ) -> Result<Provisioned, ProvisionError> {
         self.record(format!("provision {}", spec.name));
         self.held(format!("provisioned {}", spec.name)).await;
         if self.refuse_provisioning {
@@ -83,7 +89,10 @@ impl DeploymentProvider for RecordingProvider {
                 message: "no capacity".into(),
             });
         }
-        Ok(format!("http://fn-{}.test:8080/invoke", spec.name))
+        Ok(Provisioned::Endpoint(format!(
+            "http://fn-{}.test:8080/invoke",
+            spec.name
+        )))
     }
 
     async fn deprovision(&self, function: &FunctionName) -> Result<(), DeprovisionError> {
@@ -190,7 +199,13 @@ async fn without_a_provider_a_deployment_needs_its_own_endpoint_and_runs_as_pool
     let scheduler = scheduler(None);
 
     let refused = scheduler.register_function(deployment(json!({}))).await;
-    assert_eq!(refused, Err(RegisterError::NoProvider(name())));
+    assert_eq!(
+        refused,
+        Err(RegisterError::NoProvider {
+            function: name(),
+            reason: "no deployment provider runs functions here".into()
+        })
+    );
     assert!(scheduler.function("resize").is_none());
 
     let registered = scheduler
@@ -203,6 +218,10 @@ async fn without_a_provider_a_deployment_needs_its_own_endpoint_and_runs_as_pool
         "as requested"
     );
     assert_eq!(registered.effective_mode, ExecutionMode::Pool);
+    assert_eq!(
+        registered.degradation_reason.as_deref(),
+        Some("no deployment provider runs functions here: it runs as POOL at its endpointUrl")
+    );
     assert_eq!(
         scheduler.set_replicas(&name(), 2).await,
         Err(ReplicasError::NotDeployment {

@@ -64,6 +64,7 @@ pub use idempotency::{
 };
 pub use registry::{
     AlreadyRegistered, FunctionRegistry, MemoryFunctionRegistry, RegisteredFunction, RegistryError,
+    ReplicaTarget,
 };
 pub use settings::{ConfigStore, MemoryConfigStore, StoredConfig, kept_revision};
 pub use sqlite::{OpenError, SqliteOptions, SqliteStore};

@@ -19,6 +19,36 @@ pub struct RegisteredFunction {
     pub effective_mode: ExecutionMode,
     /// When it was registered.
     pub created_at: Timestamp,
+    /// Why it runs in another mode than it asked for (`degradationReason`).
+    pub degradation_reason: Option<String>,
+    /// For a function whose replicas a provider starts and stops: how many it is to
+    /// run, as last decided (by the autoscaler or `PUT .../replicas`).
+    pub replicas: Option<ReplicaTarget>,
+}
+
+impl RegisteredFunction {
+    /// A function registered at `created_at` that runs as it asked, with no replicas
+    /// of its own.
+    pub fn new(spec: Arc<FunctionSpec>, created_at: Timestamp) -> Self {
+        Self {
+            effective_mode: spec.execution_mode,
+            spec,
+            created_at,
+            degradation_reason: None,
+            replicas: None,
+        }
+    }
+}
+
+/// The replica count a managed function is to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaTarget {
+    /// Replicas to run.
+    pub desired: u32,
+    /// Set by `PUT .../replicas` on an autoscaled function: the autoscaler leaves the
+    /// count alone until the function is registered again.
+    pub pinned: bool,
 }
 
 /// A function of that name exists already.
@@ -114,11 +144,7 @@ mod tests {
             &serde_json::json!({"name": name, "image": "i", "executionMode": "LOCAL"}),
         )
         .unwrap();
-        RegisteredFunction {
-            effective_mode: spec.execution_mode,
-            spec: Arc::new(spec),
-            created_at: Timestamp::from_millis(0),
-        }
+        RegisteredFunction::new(Arc::new(spec), Timestamp::from_millis(0))
     }
 
     #[tokio::test]

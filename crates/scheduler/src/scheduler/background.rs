@@ -95,6 +95,7 @@ impl Scheduler {
     /// ([`Dispatch::sweep_idle`]: pooled connections), every `sweep_interval` (started
     /// by `start_background` too; call it alone in manual mode).
     pub fn start_sweeper(&self) {
+        self.start_autoscaler();
         let parts = self.inner.parts.clone();
         let every = self.inner.config.sweep_interval;
         let stopping = self.inner.stopping.clone();
@@ -198,6 +199,13 @@ impl Scheduler {
             }
             inner.tasks.wait().await;
         }
+        // Replicas are stopped only now that no attempt uses them any more; their
+        // supervision ends with them.
+        if let Some(provider) = &inner.parts.deployments {
+            provider.shutdown().await;
+        }
+        inner.provider_tasks.tracker.close();
+        inner.provider_tasks.tracker.wait().await;
     }
 }
 

@@ -46,10 +46,13 @@ pub enum RegisterError {
     #[error(transparent)]
     AlreadyRegistered(#[from] AlreadyRegistered),
     /// A `DEPLOYMENT` function without `endpointUrl`, and no provider can run it.
-    #[error(
-        "function {0} asks for DEPLOYMENT, but no deployment provider can run it and it has no endpointUrl"
-    )]
-    NoProvider(FunctionName),
+    #[error("function {function} asks for DEPLOYMENT, but {reason}, and it has no endpointUrl")]
+    NoProvider {
+        /// The function.
+        function: FunctionName,
+        /// Why no provider can run it.
+        reason: String,
+    },
     /// The provider could not provision it.
     #[error(transparent)]
     Provision(#[from] ProvisionError),
@@ -80,6 +83,20 @@ pub enum ReplicasError {
     /// The provider failed.
     #[error(transparent)]
     Provider(#[from] SetReplicasError),
+    /// The registry could not keep the new count: the provider was not told.
+    #[error(transparent)]
+    StoreUnavailable(#[from] StoreUnavailable),
+}
+
+/// Why a function's replica logs could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogsError {
+    /// No such function.
+    #[error("function {0} is not registered")]
+    UnknownFunction(FunctionName),
+    /// Nothing runs it here: its replicas (if any) are someone else's.
+    #[error("function {0} has no replicas the control plane runs, so it keeps no logs of it")]
+    NoReplicas(FunctionName),
 }
 
 /// Why `tick_once` could not look at a function.

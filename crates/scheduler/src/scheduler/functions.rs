@@ -21,10 +21,7 @@ impl Scheduler {
             .unwrap_or(Err(RegisterError::Interrupted))
     }
 
-    async fn register_now(
-        &self,
-        mut spec: FunctionSpec,
-    ) -> Result<RegisteredFunction, RegisterError> {
+    async fn register_now(&self, spec: FunctionSpec) -> Result<RegisteredFunction, RegisterError> {
         let inner = &self.inner;
         let name = spec.name.clone();
         let _reservation = Reservation::take(&inner.registering, &name)
@@ -32,33 +29,34 @@ impl Scheduler {
         if inner.functions.contains_key(&name) {
             return Err(AlreadyRegistered(name).into());
         }
-
-        let provider = match spec.execution_mode {
-            ExecutionMode::Deployment => inner
-                .parts
-                .deployments
-                .as_ref()
-                .filter(|provider| provider.supports(&spec)),
-            ExecutionMode::Local | ExecutionMode::Pool => None,
-        };
-        let effective_mode = match (spec.execution_mode, provider) {
-            (ExecutionMode::Deployment, Some(provider)) => {
-                spec.endpoint_url = Some(provider.provision(&spec).await?);
-                ExecutionMode::Deployment
+        let created_at = inner.parts.clock.now();
+        let mut registered = RegisteredFunction::new(Arc::new(spec), created_at);
+        let queue = self.new_queue(&registered.spec);
+        let mut reach = Reach::Itself;
+        if registered.spec.execution_mode == ExecutionMode::Deployment {
+            match self.deployment_for(&registered.spec) {
+                Ok(provider) => {
+                    let desired = Self::initial_replicas(&registered.spec);
+                    reach = self
+                        .provision(provider, &mut registered, &queue, desired)
+                        .await?;
+                }
+                Err(reason) if registered.spec.endpoint_url.is_some() => {
+                    queue.set_concurrency(registered.spec.concurrency as usize);
+                    registered.effective_mode = ExecutionMode::Pool;
+                    registered.degradation_reason =
+                        Some(format!("{reason}: it runs as POOL at its endpointUrl"));
+                }
+                Err(reason) => {
+                    return Err(RegisterError::NoProvider {
+                        function: name,
+                        reason,
+                    });
+                }
             }
-            (ExecutionMode::Deployment, None) if spec.endpoint_url.is_some() => ExecutionMode::Pool,
-            (ExecutionMode::Deployment, None) => return Err(RegisterError::NoProvider(name)),
-            (mode, _) => mode,
-        };
-
-        let spec = Arc::new(spec);
-        let registered = RegisteredFunction {
-            spec: Arc::clone(&spec),
-            effective_mode,
-            created_at: inner.parts.clock.now(),
-        };
+        }
         if let Err(refused) = inner.parts.registry.register(registered.clone()).await {
-            if let Some(provider) = provider {
+            if let (Reach::Provider(_), Some(provider)) = (&reach, &inner.parts.deployments) {
                 self.deprovision(provider.as_ref(), &name).await;
             }
             return Err(match refused {
@@ -66,23 +64,93 @@ impl Scheduler {
                 RegistryError::Unavailable(fault) => fault.into(),
             });
         }
-        self.install(registered.clone());
-        Ok(registered)
+        let runtime = self.install(registered, queue, reach);
+        Ok(self.view(&runtime))
     }
 
-    /// Gives a registered function its queue and makes it the scheduler's.
-    pub(super) fn install(&self, registered: RegisteredFunction) -> Arc<FunctionRuntime> {
-        let spec = Arc::clone(&registered.spec);
-        let queue = FunctionQueue::new(
+    /// The provider that would run `spec`, or why none can.
+    fn deployment_for(&self, spec: &FunctionSpec) -> Result<&Arc<dyn DeploymentProvider>, String> {
+        let Some(provider) = &self.inner.parts.deployments else {
+            return Err("no deployment provider runs functions here".to_owned());
+        };
+        match provider.refuses(spec) {
+            None => Ok(provider),
+            Some(reason) => Err(format!(
+                "the {} deployment provider cannot run it ({reason})",
+                provider.name()
+            )),
+        }
+    }
+
+    /// A queue for `spec`. A `DEPLOYMENT` one lets nothing through until its provider
+    /// says how it is reached (and, for replicas, how many are ready).
+    pub(super) fn new_queue(&self, spec: &FunctionSpec) -> Arc<FunctionQueue> {
+        let concurrency = match spec.execution_mode {
+            ExecutionMode::Deployment => 0,
+            ExecutionMode::Local | ExecutionMode::Pool => spec.concurrency as usize,
+        };
+        FunctionQueue::new(
             spec.name.clone(),
             spec.queue_size as usize,
-            spec.concurrency as usize,
+            concurrency,
             self.inner.readiness.clone(),
-        );
+        )
+    }
+
+    /// Provisions `registered` with `desired` replicas and records how it is reached
+    /// (an endpoint becomes its `endpointUrl`; managed replicas get their target).
+    pub(super) async fn provision(
+        &self,
+        provider: &Arc<dyn DeploymentProvider>,
+        registered: &mut RegisteredFunction,
+        queue: &Arc<FunctionQueue>,
+        desired: u32,
+    ) -> Result<Reach, ProvisionError> {
+        let target = store::ReplicaTarget {
+            desired,
+            pinned: registered.replicas.is_some_and(|kept| kept.pinned),
+        };
+        let (hooks, replicas) = self.replica_hooks(&registered.spec, queue, target);
+        let provisioned = provider.provision(&registered.spec, desired, hooks).await?;
+        let concurrency = registered.spec.concurrency as usize;
+        Ok(match provisioned {
+            Provisioned::Endpoint(endpoint) => {
+                let mut spec = FunctionSpec::clone(&registered.spec);
+                spec.endpoint_url = Some(endpoint);
+                registered.spec = Arc::new(spec);
+                queue.set_concurrency(concurrency);
+                Reach::Provider(ProviderReach::Endpoint)
+            }
+            Provisioned::Replicas => {
+                registered.replicas = Some(target);
+                Reach::Provider(ProviderReach::Replicas(replicas))
+            }
+            Provisioned::PerInvocation => {
+                queue.set_concurrency(concurrency);
+                Reach::Provider(ProviderReach::PerInvocation)
+            }
+        })
+    }
+
+    /// Makes a registered function the scheduler's.
+    pub(super) fn install(
+        &self,
+        registered: RegisteredFunction,
+        queue: Arc<FunctionQueue>,
+        reach: Reach,
+    ) -> Arc<FunctionRuntime> {
+        let spec = Arc::clone(&registered.spec);
+        let (replicas, per_invocation) = match reach {
+            Reach::Provider(ProviderReach::Replicas(replicas)) => (Some(replicas), false),
+            Reach::Provider(ProviderReach::PerInvocation) => (None, true),
+            Reach::Itself | Reach::Provider(ProviderReach::Endpoint) => (None, false),
+        };
         let runtime = Arc::new(FunctionRuntime {
             registered,
             spec,
             queue,
+            replicas,
+            per_invocation,
         });
         self.inner
             .functions
@@ -90,32 +158,20 @@ impl Scheduler {
         runtime
     }
 
+    /// What a reader sees of a registered function: as registered, with its replicas'
+    /// current target.
+    fn view(&self, runtime: &FunctionRuntime) -> RegisteredFunction {
+        let mut registered = runtime.registered.clone();
+        if let Some(replicas) = &runtime.replicas {
+            registered.replicas = Some(replicas.target());
+        }
+        registered
+    }
+
     pub(super) async fn deprovision(&self, provider: &dyn DeploymentProvider, name: &FunctionName) {
         if let Err(error) = provider.deprovision(name).await {
             tracing::error!(function = %name, %error, "managed deployment could not be removed");
         }
-    }
-
-    /// Sets the replica count of a provisioned `DEPLOYMENT` function.
-    pub async fn set_replicas(
-        &self,
-        name: &FunctionName,
-        replicas: u32,
-    ) -> Result<(), ReplicasError> {
-        let function = self
-            .function(name.as_str())
-            .ok_or_else(|| ReplicasError::UnknownFunction(name.clone()))?;
-        let provider = match (function.effective_mode, &self.inner.parts.deployments) {
-            (ExecutionMode::Deployment, Some(provider)) => provider,
-            (mode, _) => {
-                return Err(ReplicasError::NotDeployment {
-                    function: function.spec.name.clone(),
-                    mode,
-                });
-            }
-        };
-        provider.set_replicas(&function.spec.name, replicas).await?;
-        Ok(())
     }
 
     /// Removes a function. Its queued executions end in `error` with
@@ -155,7 +211,7 @@ impl Scheduler {
                 )
                 .await;
         }
-        let removed = runtime.registered.clone();
+        let removed = self.view(&runtime);
         if removed.effective_mode == ExecutionMode::Deployment
             && let Some(provider) = &self.inner.parts.deployments
         {
@@ -169,7 +225,7 @@ impl Scheduler {
         self.inner
             .functions
             .get(name)
-            .map(|runtime| runtime.registered.clone())
+            .map(|runtime| self.view(&runtime))
     }
 
     /// Every registered function, by name.
@@ -178,7 +234,7 @@ impl Scheduler {
             .inner
             .functions
             .iter()
-            .map(|runtime| runtime.registered.clone())
+            .map(|runtime| self.view(&runtime))
             .collect();
         functions.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         functions
@@ -227,4 +283,20 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.set.remove(&self.name);
     }
+}
+
+/// How a registered function is reached.
+pub(super) enum Reach {
+    /// By the scheduler's dispatcher alone (`LOCAL`, `POOL`, a `DEPLOYMENT` run as
+    /// `POOL`).
+    Itself,
+    /// Through what its deployment provider provisioned.
+    Provider(ProviderReach),
+}
+
+/// What a provider provisioned ([`Provisioned`], with the replicas' state).
+pub(super) enum ProviderReach {
+    Endpoint,
+    Replicas(Arc<replicas::Replicas>),
+    PerInvocation,
 }

@@ -31,8 +31,18 @@ impl Scheduler {
         let inner = &self.inner;
         let mut restored = Restored::default();
         for registered in inner.parts.registry.list().await? {
-            let registered = self.provision_again(registered).await;
-            self.install(registered);
+            let (registered, queue, reach) = self.provision_again(registered).await;
+            let runtime = self.install(registered, queue, reach);
+            if let Some(managed) = runtime.replicas.clone() {
+                // Started in the background: serving does not wait for replicas (work
+                // for them waits in their queue until they are ready).
+                let this = self.clone();
+                self.spawn_owned(async move {
+                    if let Err(error) = this.reconcile(&runtime, &managed).await {
+                        tracing::error!(function = %runtime.spec.name, %error, "the replicas of a registered function could not be started again");
+                    }
+                });
+            }
             restored.functions += 1;
         }
         let unfinished = inner.parts.executions.unfinished().await?;
@@ -61,25 +71,40 @@ impl Scheduler {
         Ok(restored)
     }
 
-    /// A managed deployment is the provider's to run again after a restart.
-    async fn provision_again(&self, mut registered: RegisteredFunction) -> RegisteredFunction {
-        let Some(provider) = &self.inner.parts.deployments else {
-            return registered;
+    /// A managed deployment is the provider's to run again after a restart: it is
+    /// provisioned with no replica, so start-up does not wait for replicas to get
+    /// ready, and then scaled to the count it kept (by the caller's reconcile).
+    async fn provision_again(
+        &self,
+        mut registered: RegisteredFunction,
+    ) -> (RegisteredFunction, Arc<FunctionQueue>, functions::Reach) {
+        let queue = self.new_queue(&registered.spec);
+        let concurrency = registered.spec.concurrency as usize;
+        let provider = match (&self.inner.parts.deployments, registered.effective_mode) {
+            (Some(provider), ExecutionMode::Deployment) => Arc::clone(provider),
+            _ => {
+                queue.set_concurrency(concurrency);
+                return (registered, queue, functions::Reach::Itself);
+            }
         };
-        if registered.effective_mode != ExecutionMode::Deployment {
-            return registered;
-        }
-        let mut spec = FunctionSpec::clone(&registered.spec);
-        match provider.provision(&spec).await {
-            Ok(endpoint) => {
-                spec.endpoint_url = Some(endpoint);
-                registered.spec = Arc::new(spec);
+        let kept = registered.replicas;
+        match self.provision(&provider, &mut registered, &queue, 0).await {
+            Ok(reach) => {
+                if let (
+                    functions::Reach::Provider(functions::ProviderReach::Replicas(managed)),
+                    Some(kept),
+                ) = (&reach, kept)
+                {
+                    managed.restore_target(kept);
+                }
+                (registered, queue, reach)
             }
             Err(error) => {
-                tracing::error!(function = %spec.name, %error, "the deployment of a registered function could not be provisioned again; its dispatches fail until it is registered anew");
+                tracing::error!(function = %registered.spec.name, %error, "the deployment of a registered function could not be provisioned again; its dispatches fail until it is registered anew");
+                queue.set_concurrency(concurrency);
+                (registered, queue, functions::Reach::Itself)
             }
         }
-        registered
     }
 
     async fn restore_execution(

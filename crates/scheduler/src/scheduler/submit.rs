@@ -193,6 +193,12 @@ impl Scheduler {
         } else {
             runtime.queue.push(queued)
         };
+        if pushed.is_ok()
+            && let Some(replicas) = &runtime.replicas
+            && replicas.arrived()
+        {
+            self.scale_now();
+        }
         if let Err(refused) = pushed {
             inner.live.remove(&id);
             let key = idempotency_key.as_ref().map(|key| (function, key));

@@ -281,13 +281,15 @@ fn put_function(
     function: &RegisteredFunction,
 ) -> rusqlite::Result<()> {
     let sql = format!(
-        "{verb} INTO functions (name, spec, effective_mode, created_at) VALUES (?1, ?2, ?3, ?4)"
+        "{verb} INTO functions (name, spec, effective_mode, created_at, deployment) \
+         VALUES (?1, ?2, ?3, ?4, ?5)"
     );
     connection.prepare_cached(&sql)?.execute(params![
         function.spec.name.as_str(),
         rows::spec_text(&function.spec),
         rows::mode_text(function.effective_mode),
         rows::millis(function.created_at),
+        rows::deployment_text(function),
     ])?;
     Ok(())
 }

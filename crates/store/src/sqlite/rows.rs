@@ -21,7 +21,8 @@ use rusqlite::Row;
 use rusqlite::types::Type;
 
 use crate::{
-    ExecutionRecord, ExecutionWork, Fingerprint, RegisteredFunction, StoredConfig, StoredExecution,
+    ExecutionRecord, ExecutionWork, Fingerprint, RegisteredFunction, ReplicaTarget, StoredConfig,
+    StoredExecution,
 };
 
 /// The record's columns, in the order [`record`] reads them.
@@ -36,7 +37,7 @@ pub(super) const WORK_COLUMNS: &str = "input, metadata, trace_id, idempotency_ke
 pub(super) const RECORD_WIDTH: usize = 14;
 
 /// A function's columns, in the order [`function`] reads them.
-pub(super) const FUNCTION_COLUMNS: &str = "spec, effective_mode, created_at";
+pub(super) const FUNCTION_COLUMNS: &str = "spec, effective_mode, created_at, deployment";
 
 /// A claim's columns, in the order [`claim`] reads them.
 pub(super) const CLAIM_COLUMNS: &str = "function, key, fingerprint, execution, expires_at";
@@ -196,11 +197,40 @@ pub(super) fn function(row: &Row<'_>) -> rusqlite::Result<RegisteredFunction> {
     let mode: String = row.get(1)?;
     let effective_mode =
         parse_mode(&mode).ok_or_else(|| bad(1, format!("unknown execution mode {mode:?}")))?;
+    let deployment: Option<String> = row.get(3)?;
+    let deployment: DeploymentColumn = match deployment {
+        Some(text) => serde_json::from_str(&text).map_err(|e| bad(3, e.to_string()))?,
+        None => DeploymentColumn::default(),
+    };
     Ok(RegisteredFunction {
         spec: Arc::new(spec),
         effective_mode,
         created_at: timestamp(row, 2)?,
+        degradation_reason: deployment.degradation_reason,
+        replicas: deployment.replicas,
     })
+}
+
+/// The `deployment` column of a function: what it keeps besides its spec.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeploymentColumn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    degradation_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replicas: Option<ReplicaTarget>,
+}
+
+/// The `deployment` column of `function` (`NULL` when there is nothing to keep).
+pub(super) fn deployment_text(function: &RegisteredFunction) -> Option<String> {
+    if function.degradation_reason.is_none() && function.replicas.is_none() {
+        return None;
+    }
+    let column = DeploymentColumn {
+        degradation_reason: function.degradation_reason.clone(),
+        replicas: function.replicas,
+    };
+    Some(serde_json::to_string(&column).expect("the deployment column always serialises"))
 }
 
 /// Reads the one runtime configuration row, with [`config`].

@@ -15,7 +15,7 @@ const LOCK_FILE: &str = "control-plane.lock";
 
 /// `PRAGMA application_id` of a control-plane database ("NFCP"): tells our file from
 /// another program's SQLite database.
-const APPLICATION_ID: i32 = 0x4E46_4350;
+pub(super) const APPLICATION_ID: i32 = 0x4E46_4350;
 
 /// How long a connection waits for a lock before it reports the database busy.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,7 +26,7 @@ const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 /// The migrations, in order: migration `n` (0-based) takes the schema from version `n`
 /// to `n + 1`. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the tables.
     //
     // `seq` (the rowid) orders executions that entered their queue in the same
@@ -78,6 +78,9 @@ const MIGRATIONS: &[&str] = &[
         revision INTEGER NOT NULL,
         document TEXT NOT NULL
     );",
+    // 2: what a function's deployment keeps besides its spec (`DeploymentColumn`:
+    // its degradation reason and replica target), as one JSON document.
+    "ALTER TABLE functions ADD COLUMN deployment TEXT",
 ];
 
 /// The schema version this build writes and reads.

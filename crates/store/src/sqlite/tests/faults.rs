@@ -17,13 +17,13 @@ fn a_database_from_a_newer_control_plane_refuses_to_open() {
         OpenError::NewerSchema {
             path: path.clone(),
             found: 7,
-            supported: 1
+            supported: 2
         }
     );
     assert_eq!(
         error.to_string(),
         format!(
-            "{} was written by a newer control plane (schema 7, this one knows 1): run the \
+            "{} was written by a newer control plane (schema 7, this one knows 2): run the \
              newer version, or point --data-dir elsewhere",
             path.display()
         )

@@ -18,8 +18,8 @@ use super::{Message, SqliteOptions, SqliteStore, schema};
 use crate::{
     AlreadyRegistered, ApplyError, ChangeKind, ClaimOutcome, ConfigStore, Durability,
     ExecutionRecord, ExecutionStore, ExecutionWork, Fingerprint, FunctionRegistry,
-    IdempotencyStore, InsertError, OpenError, RecordChange, RegisteredFunction, StoreUnavailable,
-    StoredConfig, StoredExecution,
+    IdempotencyStore, InsertError, OpenError, RecordChange, RegisteredFunction, ReplicaTarget,
+    StoreUnavailable, StoredConfig, StoredExecution,
 };
 
 fn t(ms: u64) -> Timestamp {
@@ -106,9 +106,8 @@ fn open(dir: &tempfile::TempDir) -> SqliteStore {
 
 fn function(spec: serde_json::Value, effective_mode: ExecutionMode) -> RegisteredFunction {
     RegisteredFunction {
-        spec: Arc::new(FunctionSpec::from_json(&spec).unwrap()),
         effective_mode,
-        created_at: t(7),
+        ..RegisteredFunction::new(Arc::new(FunctionSpec::from_json(&spec).unwrap()), t(7))
     }
 }
 

@@ -6,7 +6,7 @@ use super::*;
 async fn a_spec_reads_back_with_every_field_equal() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let every_field = function(
+    let mut every_field = function(
         json!({
             "name": "full", "image": "registry/img:1", "executionMode": "DEPLOYMENT",
             "runtimeMode": "STDIO", "endpointUrl": "https://svc.ns:8443/run", "timeoutMs": 1234,
@@ -18,6 +18,11 @@ async fn a_spec_reads_back_with_every_field_equal() {
         }),
         ExecutionMode::Pool,
     );
+    every_field.degradation_reason = Some("no provider can run it".into());
+    every_field.replicas = Some(ReplicaTarget {
+        desired: 3,
+        pinned: true,
+    });
     // Empty and partial values that are still values: [] and {} are kept, not dropped.
     let edges = function(
         json!({
@@ -62,13 +67,23 @@ async fn the_registry_refuses_a_taken_name_and_replaces_in_place() {
         ExecutionMode::Deployment,
     );
     store.register(first).await.unwrap();
-    let second = function(json!({"name": "g", "image": "two"}), ExecutionMode::Pool);
+    let mut second = function(json!({"name": "g", "image": "two"}), ExecutionMode::Pool);
     assert_eq!(
         store.register(second.clone()).await,
         Err(AlreadyRegistered(FunctionName::parse("g").unwrap()).into())
     );
     store.replace(second.clone()).await.unwrap();
-    assert_eq!(store.list().await.unwrap(), [second]);
+    assert_eq!(store.list().await.unwrap(), [second.clone()]);
+    second.replicas = Some(ReplicaTarget {
+        desired: 0,
+        pinned: false,
+    });
+    store.replace(second.clone()).await.unwrap();
+    assert_eq!(
+        store.list().await.unwrap(),
+        [second],
+        "the replica target is kept"
+    );
 }
 
 #[tokio::test]
@@ -178,4 +193,35 @@ async fn the_configuration_is_saved_only_over_the_revision_it_replaces() {
     store.close().await;
     let store = open(&dir);
     assert_eq!(store.load().await.unwrap(), Some(config(3, "{\"a\":1}")));
+}
+
+#[tokio::test]
+async fn functions_kept_by_the_first_schema_read_back_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(schema::DATABASE_FILE);
+    let old = rusqlite::Connection::open(&path).unwrap();
+    old.execute_batch(schema::MIGRATIONS[0]).unwrap();
+    old.pragma_update(None, "application_id", schema::APPLICATION_ID)
+        .unwrap();
+    old.pragma_update(None, "user_version", 1).unwrap();
+    old.execute(
+        "INSERT INTO functions (name, spec, effective_mode, created_at) VALUES ('old', ?1, 'POOL', 7)",
+        [r#"{"name":"old","image":"i","executionMode":"POOL","endpointUrl":"http://h/x"}"#],
+    )
+    .unwrap();
+    drop(old);
+
+    let store = open(&dir);
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].spec.name.as_str(), "old");
+    assert_eq!(listed[0].degradation_reason, None);
+    assert_eq!(listed[0].replicas, None);
+    let mut upgraded = listed[0].clone();
+    upgraded.replicas = Some(ReplicaTarget {
+        desired: 2,
+        pinned: false,
+    });
+    store.replace(upgraded.clone()).await.unwrap();
+    assert_eq!(store.list().await.unwrap(), [upgraded]);
 }
