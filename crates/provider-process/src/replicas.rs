@@ -340,6 +340,7 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
     let prefix = format!("[replica {}]", replica.number);
     let stdout = process.stdout.take();
     let stderr = process.stderr.take();
+    let copied = AtomicBool::new(false);
     let copy_logs = async {
         let out = async {
             if let Some(stdout) = stdout {
@@ -352,10 +353,29 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
             }
         };
         tokio::join!(out, err);
+        copied.store(true, Ordering::Release);
         // The streams closed; the process may still run. Nothing more to copy.
         std::future::pending::<()>().await;
     };
     tokio::pin!(copy_logs);
+    // After an exit, what the process wrote last is copied before its failure is
+    // reported (bounded: a child it left may hold the pipes open).
+    macro_rules! finish_copying {
+        () => {{
+            let closed = async {
+                while !copied.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                tokio::select! {
+                    () = &mut copy_logs => {}
+                    () = closed => {}
+                }
+            })
+            .await;
+        }};
+    }
 
     let ready = async {
         let deadline = tokio::time::sleep(config.start_timeout);
@@ -372,7 +392,10 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
     };
     let became_ready = tokio::select! {
         () = replica.stop.cancelled() => None,
-        status = process.wait() => return Run::Failed(exited_before_ready(status.ok())),
+        status = process.wait() => {
+            finish_copying!();
+            return Run::Failed(exited_before_ready(status.ok()));
+        }
         ready = ready => Some(ready),
         () = &mut copy_logs => unreachable!("copying logs never ends"),
     };
@@ -402,6 +425,7 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
                 () = &mut copy_logs => unreachable!("copying logs never ends"),
             };
             if let Some(status) = exited {
+                finish_copying!();
                 return Run::Failed(exited_while_ready(status));
             }
         }
