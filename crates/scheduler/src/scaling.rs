@@ -120,7 +120,8 @@ impl Autoscaler {
         signals: ScalingSignals,
     ) -> (u32, String) {
         let policy = &self.policy;
-        let mut raw = 0_u32;
+        // The metric asking for the most replicas names the reason.
+        let mut raw: Option<u32> = None;
         let mut why = String::from("no metric asks for a replica");
         for (metric, target) in &policy.targets {
             let (name, value) = match metric {
@@ -130,11 +131,12 @@ impl Autoscaler {
                 ScalingMetricType::Cpu | ScalingMetricType::Memory => continue,
             };
             let wanted = (value / target).ceil().clamp(0.0, f64::from(u32::MAX)) as u32;
-            if wanted > raw || why.starts_with("no metric") {
-                raw = raw.max(wanted);
+            if raw.is_none_or(|highest| wanted > highest) {
+                raw = Some(wanted);
                 why = format!("{name} {value} / target {target} -> {wanted}");
             }
         }
+        let mut raw = raw.unwrap_or(0);
         let busy = signals
             .in_flight
             .div_ceil(u64::from(policy.per_replica_concurrency));

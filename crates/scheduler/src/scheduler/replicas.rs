@@ -161,7 +161,7 @@ impl Scheduler {
             target: Mutex::new(target),
             applied: Mutex::new(Some(target)),
             reconciling: AtomicBool::new(false),
-            ready: Arc::clone(&ready) as Arc<ReadyCount>,
+            ready: Arc::clone(&ready),
             autoscaler: ScalingPolicy::of(spec)
                 .map(|policy| Mutex::new(Autoscaler::new(policy, windows))),
             arrivals: AtomicU64::new(0),
