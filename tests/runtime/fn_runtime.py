@@ -30,11 +30,14 @@ test. An input that is not an object, or has no "mode", is echoed.
 GET /stats answers what the runtime saw: every call per execution (attempt and
 headers), the most invocations it ever ran at once, and the status each callback got.
 
-It binds 127.0.0.1 on the port given as its only argument (default 0: a free one) and
-prints the port it got as its first line of stdout.
+It binds 127.0.0.1 on the port given as its only argument, else on `PORT` (how the
+control plane's `process` provider starts it as a `DEPLOYMENT` replica), else on a free
+one, and prints the port it got as its first line of stdout and `pid=<its pid>` as the
+second (the replica tests find a replica's process through its log).
 """
 
 import json
+import os
 import sys
 import threading
 import time
@@ -222,10 +225,11 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("PORT") or 0)
     server = Server(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
+    print(f"pid={os.getpid()}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -69,16 +69,17 @@ pub(crate) struct Provider {
 
 impl DeploymentFlags {
     /// The configured provider, if any. One-shot `FILE` functions get their
-    /// directories under `<data-dir>/scratch`.
+    /// directories under `<data-dir>/scratch`; the process groups it runs are recorded
+    /// in `<data-dir>/process-groups` (what a killed predecessor left is ended here).
     pub(crate) fn provider(
         &self,
         data_dir: &Path,
         callback_url: &str,
         pool: PoolDispatcher,
         max_output_bytes: usize,
-    ) -> Option<Provider> {
+    ) -> Result<Option<Provider>, provider_process::LedgerError> {
         match self.deployment_provider {
-            ProviderKind::None => None,
+            ProviderKind::None => Ok(None),
             ProviderKind::Process => {
                 let provider = Arc::new(ProcessProvider::new(
                     ProcessConfig {
@@ -91,14 +92,15 @@ impl DeploymentFlags {
                         log_lines: self.replica_log_lines as usize,
                         callback_url: Some(callback_url.to_owned()),
                         scratch_dir: data_dir.join("scratch"),
+                        ledger_dir: data_dir.join("process-groups"),
                         max_output_bytes,
                     },
                     pool,
-                ));
-                Some(Provider {
+                )?);
+                Ok(Some(Provider {
                     deployments: Arc::clone(&provider) as Arc<dyn DeploymentProvider>,
                     dispatch: provider,
-                })
+                }))
             }
         }
     }

@@ -353,12 +353,17 @@ async fn run(args: Args) -> std::io::Result<()> {
         execution_memory_budget: bytes(args.execution_memory_budget),
         idempotency_memory_budget: bytes(args.idempotency_memory_budget),
     };
-    let provider = args.deployments.provider(
-        &args.store.data_dir,
-        &callback_base_url,
-        pool.clone(),
-        args.max_body_bytes,
-    );
+    let provider = args
+        .deployments
+        .provider(
+            &args.store.data_dir,
+            &callback_base_url,
+            pool.clone(),
+            args.max_body_bytes,
+        )
+        .map_err(|error| {
+            std::io::Error::other(format!("--data-dir: {error}; choose another --data-dir"))
+        })?;
     let mut router = ModeRouter::new(pool);
     if let Some(provider) = &provider {
         router = router.with_deployments(Arc::clone(&provider.dispatch));

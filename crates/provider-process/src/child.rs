@@ -7,28 +7,32 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
 use tokio::process::{Child, Command};
+
+use crate::ledger::GroupLedger;
 
 /// The variables of the control plane's own environment a function's process keeps
 /// (everything else is left out: the control plane's flags and secrets are not the
 /// function's business).
 const INHERITED: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ"];
 
-/// What to start: the argv (no shell), its environment on top of [`INHERITED`], and
-/// where its standard streams go.
+/// What to start: the argv (no shell), its environment on top of [`INHERITED`], where
+/// its standard streams go, and the ledger its process group is recorded in.
 #[derive(Debug)]
 pub(crate) struct Launch<'a> {
     pub(crate) argv: &'a [String],
     pub(crate) env: &'a BTreeMap<String, String>,
     pub(crate) dir: Option<&'a Path>,
     pub(crate) stdin: Stdio,
+    pub(crate) ledger: &'a Arc<GroupLedger>,
 }
 
 /// Starts `launch` with piped stdout and stderr. The child leads a new process group
-/// whose id is its pid.
+/// whose id is its pid, recorded in the ledger until the group is killed.
 pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<(Child, ProcessGroup)> {
     let Some((program, args)) = launch.argv.split_first() else {
         return Err(io::Error::new(
@@ -60,7 +64,7 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<(Child, ProcessGroup)> {
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("the child exited at once"))?;
-    Ok((child, ProcessGroup::led_by(pid)))
+    Ok((child, ProcessGroup::led_by(pid, launch.ledger)))
 }
 
 /// Asks the kernel to SIGKILL the child when the control plane dies, also by `kill -9`.
@@ -89,16 +93,22 @@ fn die_with_parent(command: &mut Command) {
 }
 
 /// A process group this control plane started; killed (SIGKILL, the whole group) when
-/// dropped, so nothing it ran survives its owner.
+/// dropped, so nothing it ran survives its owner, and then forgotten by the ledger.
 #[derive(Debug)]
 pub(crate) struct ProcessGroup {
     leader: Option<Pid>,
+    ledger: Arc<GroupLedger>,
 }
 
 impl ProcessGroup {
-    fn led_by(pid: u32) -> Self {
+    fn led_by(pid: u32, ledger: &Arc<GroupLedger>) -> Self {
+        let leader = i32::try_from(pid).ok().and_then(Pid::from_raw);
+        if let Some(leader) = leader {
+            ledger.record(leader);
+        }
         Self {
-            leader: i32::try_from(pid).ok().and_then(Pid::from_raw),
+            leader,
+            ledger: Arc::clone(ledger),
         }
     }
 
@@ -114,6 +124,9 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.signal(Signal::KILL);
+        if let Some(leader) = self.leader {
+            self.ledger.forget(leader);
+        }
     }
 }
 
@@ -146,6 +159,13 @@ mod tests {
         args.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    /// A ledger of its own, in a directory that lives as long as the test holds it.
+    fn ledger() -> (tempfile::TempDir, Arc<GroupLedger>) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = GroupLedger::open(dir.path()).unwrap().0;
+        (dir, Arc::new(ledger))
+    }
+
     fn alive(pid: u32) -> bool {
         // Signal 0 checks existence; a zombie counts as gone for our purposes once reaped.
         let pid = Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
@@ -155,11 +175,13 @@ mod tests {
     #[tokio::test]
     async fn the_environment_is_the_function_s_plus_a_few_inherited_variables() {
         let env = BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]);
+        let (_dir, ledger) = ledger();
         let (child, _group) = spawn(Launch {
             argv: &argv(&["sh", "-c", "env"]),
             env: &env,
             dir: None,
             stdin: Stdio::null(),
+            ledger: &ledger,
         })
         .unwrap();
         let output = child.wait_with_output().await.unwrap();
@@ -175,11 +197,13 @@ mod tests {
     #[tokio::test]
     async fn stopping_ends_the_child_and_what_it_started() {
         // The shell ignores SIGTERM, and its background sleep would outlive it.
+        let (_dir, ledger) = ledger();
         let (mut child, group) = spawn(Launch {
             argv: &argv(&["sh", "-c", "trap '' TERM; sleep 300 & echo $!; wait"]),
             env: &BTreeMap::new(),
             dir: None,
             stdin: Stdio::null(),
+            ledger: &ledger,
         })
         .unwrap();
         let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
@@ -206,11 +230,13 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_group_kills_it() {
+        let (_dir, ledger) = ledger();
         let (mut child, group) = spawn(Launch {
             argv: &argv(&["sleep", "300"]),
             env: &BTreeMap::new(),
             dir: None,
             stdin: Stdio::null(),
+            ledger: &ledger,
         })
         .unwrap();
         drop(group);
@@ -223,11 +249,13 @@ mod tests {
 
     #[test]
     fn an_empty_command_is_refused() {
+        let (_dir, ledger) = ledger();
         let error = spawn(Launch {
             argv: &[],
             env: &BTreeMap::new(),
             dir: None,
             stdin: Stdio::null(),
+            ledger: &ledger,
         })
         .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);

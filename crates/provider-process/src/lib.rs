@@ -8,17 +8,18 @@
 //! status), stopping them (SIGTERM, then SIGKILL after a grace), the ring of what they
 //! wrote, and dispatching to the ready replicas (least in flight first). Nothing it
 //! starts outlives the control plane: every child leads its own group, killed with it
-//! when its owner lets go, and the kernel kills it if the control plane dies.
+//! when its owner lets go; the kernel kills the child if the control plane dies, and
+//! the next start kills what is left of its group (the [`ledger`] in `--data-dir`).
 //!
 //! Must not know: queues, records or stores (the scheduler keeps the desired count and
 //! decides scaling), or HTTP routes. It spawns no task: its supervision runs in tasks
 //! the scheduler owns, handed over through [`core_types::TaskOwner`].
 
 mod child;
+mod health;
+mod ledger;
 mod logs;
 mod oneshot;
-
-mod health;
 mod replicas;
 
 use std::collections::HashMap;
@@ -33,7 +34,17 @@ use core_types::{
 };
 use dispatcher::PoolDispatcher;
 
+use ledger::GroupLedger;
 use replicas::Deployment;
+
+/// The ledger of process groups could not be taken.
+#[derive(Debug, thiserror::Error)]
+#[error("the process provider's ledger {}: {source}", dir.display())]
+pub struct LedgerError {
+    dir: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
 
 /// The provider's name, in logs, errors and `degradationReason`.
 const NAME: &str = "process";
@@ -57,6 +68,8 @@ pub struct ProcessConfig {
     pub callback_url: Option<String>,
     /// Where one-shot `FILE` functions get their per-invocation directories.
     pub scratch_dir: PathBuf,
+    /// Where the ledger of running process groups is kept (one provider at a time).
+    pub ledger_dir: PathBuf,
     /// The largest output a one-shot command may produce.
     pub max_output_bytes: usize,
 }
@@ -76,18 +89,33 @@ impl ProcessConfig {
 pub struct ProcessProvider {
     config: Arc<ProcessConfig>,
     pool: PoolDispatcher,
+    ledger: Arc<GroupLedger>,
     deployments: Arc<Mutex<HashMap<FunctionName, Arc<Deployment>>>>,
 }
 
 impl ProcessProvider {
     /// A provider that dispatches to its replicas through `pool` (the pool dispatcher
-    /// the `POOL` functions use: same wire contract, same connection pooling).
-    pub fn new(config: ProcessConfig, pool: PoolDispatcher) -> Self {
-        Self {
+    /// the `POOL` functions use: same wire contract, same connection pooling). It takes
+    /// the ledger in `config.ledger_dir` (refused while another provider holds it) and
+    /// kills what an earlier control plane's process groups still run.
+    pub fn new(config: ProcessConfig, pool: PoolDispatcher) -> Result<Self, LedgerError> {
+        let (ledger, leftovers) =
+            GroupLedger::open(&config.ledger_dir).map_err(|source| LedgerError {
+                dir: config.ledger_dir.clone(),
+                source,
+            })?;
+        if leftovers.ended > 0 {
+            tracing::warn!(
+                groups = leftovers.ended,
+                "ended process groups an earlier control plane left running (it was killed)"
+            );
+        }
+        Ok(Self {
             config: Arc::new(config),
             pool,
+            ledger: Arc::new(ledger),
             deployments: Arc::default(),
-        }
+        })
     }
 
     fn deployment(&self, function: &FunctionName) -> Option<Arc<Deployment>> {
@@ -151,6 +179,7 @@ impl DeploymentProvider for ProcessProvider {
             Arc::clone(spec),
             hooks,
             self.config.log_lines,
+            Arc::clone(&self.ledger),
         ));
         self.deployments
             .lock()
@@ -239,7 +268,8 @@ impl Dispatch for ProcessProvider {
             let limits = oneshot::OneShotLimits {
                 max_output_bytes: self.config.max_output_bytes,
             };
-            return oneshot::run_once(&request, limits, &self.config.scratch_dir).await;
+            return oneshot::run_once(&request, limits, &self.config.scratch_dir, &self.ledger)
+                .await;
         }
         let Some(picked) = deployment.pick() else {
             return Err(ErrorInfo::new(

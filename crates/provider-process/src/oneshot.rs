@@ -19,6 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 
 use core_types::{
     DispatchOutcome, DispatchRequest, DispatchSuccess, ErrorCode, ErrorInfo, Payload, RuntimeMode,
@@ -28,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, ChildStdout};
 
 use crate::child::{self, Launch};
+use crate::ledger::GroupLedger;
 
 /// How much of the end of stderr a failure message carries.
 const STDERR_TAIL_BYTES: usize = 2048;
@@ -48,11 +50,13 @@ pub(crate) struct OneShotLimits {
     pub(crate) max_output_bytes: usize,
 }
 
-/// Runs one invocation of a one-shot function.
+/// Runs one invocation of a one-shot function, its command's group recorded in
+/// `ledger` while it runs.
 pub(crate) async fn run_once(
     request: &DispatchRequest,
     limits: OneShotLimits,
     scratch: &std::path::Path,
+    ledger: &Arc<GroupLedger>,
 ) -> DispatchOutcome {
     let spec = &request.function;
     let file_mode = match spec.runtime_mode {
@@ -80,6 +84,7 @@ pub(crate) async fn run_once(
     let command = Command {
         argv: &spec.command,
         max_output_bytes: limits.max_output_bytes,
+        ledger,
     };
     if file_mode {
         command.run_file(env, invocation, scratch).await
@@ -103,6 +108,7 @@ fn invocation_json(request: &DispatchRequest) -> Result<String, ErrorInfo> {
 struct Command<'a> {
     argv: &'a [String],
     max_output_bytes: usize,
+    ledger: &'a Arc<GroupLedger>,
 }
 
 impl Command<'_> {
@@ -182,6 +188,7 @@ impl Command<'_> {
             } else {
                 Stdio::null()
             },
+            ledger: self.ledger,
         })
         .map_err(|e| function_error(format!("could not start {program}: {e}")))?;
         // `group` lives as long as this future: dropping it kills the whole group.

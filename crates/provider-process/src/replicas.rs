@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::ProcessConfig;
 use crate::child::{self, Launch};
 use crate::health;
+use crate::ledger::GroupLedger;
 use crate::logs::LogRing;
 
 /// How often a starting replica is probed for readiness.
@@ -30,6 +31,8 @@ pub(crate) struct Deployment {
     pub(crate) spec: Arc<FunctionSpec>,
     hooks: DeploymentHooks,
     pub(crate) logs: LogRing,
+    /// Where its replicas' process groups are recorded.
+    ledger: Arc<GroupLedger>,
     /// Every supervised replica, stopping ones included until they end.
     replicas: Mutex<Vec<Arc<Replica>>>,
     next_replica: AtomicU64,
@@ -86,11 +89,17 @@ impl Drop for Picked {
 }
 
 impl Deployment {
-    pub(crate) fn new(spec: Arc<FunctionSpec>, hooks: DeploymentHooks, log_lines: usize) -> Self {
+    pub(crate) fn new(
+        spec: Arc<FunctionSpec>,
+        hooks: DeploymentHooks,
+        log_lines: usize,
+        ledger: Arc<GroupLedger>,
+    ) -> Self {
         Self {
             spec,
             hooks,
             logs: LogRing::new(log_lines),
+            ledger,
             replicas: Mutex::new(Vec::new()),
             next_replica: AtomicU64::new(1),
             restarts: AtomicU64::new(0),
@@ -328,6 +337,7 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
         env: &env,
         dir: None,
         stdin: Stdio::null(),
+        ledger: &deployment.ledger,
     }) {
         Ok(spawned) => spawned,
         Err(error) => {

@@ -60,11 +60,13 @@ fn provider(dir: &std::path::Path) -> ProcessProvider {
             restart_backoff_max: Duration::from_millis(500),
             log_lines: 100,
             callback_url: None,
-            scratch_dir: dir.to_owned(),
+            scratch_dir: dir.join("scratch"),
+            ledger_dir: dir.join("process-groups"),
             max_output_bytes: 1 << 20,
         },
         PoolDispatcher::new(),
     )
+    .expect("the ledger is free")
 }
 
 fn alive(pid: u64) -> bool {

@@ -171,6 +171,17 @@ pub(crate) async fn runtime_stats(http: &reqwest::Client, runtime: &str) -> Valu
 
 /// The sum of a gauge over all its labels (every function) in `/actuator/prometheus`.
 pub(crate) async fn gauge_sum(http: &reqwest::Client, management: &str, name: &str) -> f64 {
+    metric_sum(http, management, name, "").await
+}
+
+/// The sum of the series of metric `name` whose labels contain `labelled` (`""`: all
+/// of them) in `/actuator/prometheus`.
+pub(crate) async fn metric_sum(
+    http: &reqwest::Client,
+    management: &str,
+    name: &str,
+    labelled: &str,
+) -> f64 {
     let text = http
         .get(format!("{management}/actuator/prometheus"))
         .send()
@@ -184,6 +195,7 @@ pub(crate) async fn gauge_sum(http: &reqwest::Client, management: &str, name: &s
             line.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with(['{', ' ']))
         })
+        .filter(|line| line.contains(labelled))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

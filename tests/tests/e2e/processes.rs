@@ -56,6 +56,11 @@ fn workspace_root() -> &'static Path {
         .expect("the tests package is inside the workspace")
 }
 
+/// The Python function runtime's script (`tests/runtime/fn_runtime.py`).
+pub(crate) fn runtime_script() -> PathBuf {
+    workspace_root().join("tests/runtime/fn_runtime.py")
+}
+
 /// The `control-plane` executable, built from this checkout.
 ///
 /// Cargo builds a test's own package binaries for it, but not another package's, so the
@@ -328,13 +333,16 @@ impl Drop for ControlPlane {
 /// The Python function runtime; killed on drop.
 pub(crate) struct Runtime {
     child: Child,
+    /// Its stdout, kept open: what it prints after its port must not meet a closed
+    /// pipe.
+    _stdout: Log,
     /// `http://127.0.0.1:<port>`.
     pub(crate) url: String,
 }
 
 impl Runtime {
     pub(crate) async fn start() -> Self {
-        let script = workspace_root().join("tests/runtime/fn_runtime.py");
+        let script = runtime_script();
         let mut child = Command::new("python3")
             .arg(&script)
             .stdin(Stdio::null())
@@ -348,6 +356,7 @@ impl Runtime {
             read_until(&mut lines, "fn_runtime.py", |line| line.trim().parse().ok()).await;
         Self {
             child,
+            _stdout: lines,
             url: format!("http://127.0.0.1:{port}"),
         }
     }

@@ -52,8 +52,10 @@ async fn run_in(
 ) -> DispatchOutcome {
     // A script file just written can be "busy" for a moment when another test forks
     // while it was open (the fork holds the descriptor until it execs): try again.
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(GroupLedger::open(ledger_dir.path()).unwrap().0);
     for _ in 0..50 {
-        let outcome = tokio::time::timeout(HANG, run_once(request, limits, scratch))
+        let outcome = tokio::time::timeout(HANG, run_once(request, limits, scratch, &ledger))
             .await
             .expect("the invocation hung");
         match &outcome {
@@ -465,9 +467,11 @@ async fn dropping_the_invocation_kills_the_command_and_its_children_and_removes_
     let env = json!({"PIDS": pid_file.to_str().unwrap()});
     let request = request_with_env("FILE", &command, json!(1), env);
     let scratch = tempfile::tempdir().unwrap();
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(GroupLedger::open(ledger_dir.path()).unwrap().0);
     let dropped = tokio::time::timeout(
         Duration::from_secs(2),
-        run_once(&request, LIMITS, scratch.path()),
+        run_once(&request, LIMITS, scratch.path(), &ledger),
     )
     .await;
     assert!(dropped.is_err(), "the command ended by itself: {dropped:?}");
@@ -481,6 +485,15 @@ async fn dropping_the_invocation_kills_the_command_and_its_children_and_removes_
         assert_gone(pid).await;
     }
     assert_empty(scratch.path());
+    let recorded: Vec<_> = std::fs::read_dir(ledger_dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name != ".lock")
+        .collect();
+    assert!(
+        recorded.is_empty(),
+        "the killed group is forgotten: {recorded:?}"
+    );
 }
 
 #[tokio::test]
