@@ -289,3 +289,31 @@ impl Dispatch for ProcessProvider {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restart_backoff_doubles_per_failure_in_a_row_up_to_its_maximum() {
+        let config = ProcessConfig {
+            start_timeout: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(1),
+            restart_backoff_base: Duration::from_millis(500),
+            restart_backoff_max: Duration::from_secs(30),
+            log_lines: 10,
+            callback_url: None,
+            scratch_dir: PathBuf::new(),
+            ledger_dir: PathBuf::new(),
+            max_output_bytes: 1,
+        };
+        let waits: Vec<u128> = (1..=9)
+            .map(|failures| config.restart_backoff(failures).as_millis())
+            .collect();
+        assert_eq!(
+            waits,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert_eq!(config.restart_backoff(u32::MAX), Duration::from_secs(30));
+    }
+}

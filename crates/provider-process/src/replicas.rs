@@ -54,6 +54,8 @@ pub(crate) struct Replica {
     number: u64,
     state: Mutex<State>,
     in_flight: AtomicUsize,
+    /// Notified when `in_flight` drops to zero (a stopping replica's drain waits).
+    idle: Notify,
     /// Whether it has answered a dispatch yet (the first is a cold start).
     served: AtomicBool,
     stop: CancellationToken,
@@ -84,7 +86,10 @@ impl Picked {
 
 impl Drop for Picked {
     fn drop(&mut self) {
-        self.replica.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.replica.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // One waiter at most (its supervisor): a permit kept for it is never lost.
+            self.replica.idle.notify_one();
+        }
     }
 }
 
@@ -195,6 +200,7 @@ impl Deployment {
                         number: self.next_replica.fetch_add(1, Ordering::Relaxed),
                         state: Mutex::new(State::Starting),
                         in_flight: AtomicUsize::new(0),
+                        idle: Notify::new(),
                         served: AtomicBool::new(false),
                         stop: self.removed.child_token(),
                     });
@@ -350,7 +356,9 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
     let prefix = format!("[replica {}]", replica.number);
     let stdout = process.stdout.take();
     let stderr = process.stderr.take();
-    let copied = AtomicBool::new(false);
+    // Notified once both streams are closed; `notify_one` keeps the permit for the
+    // one waiter, whenever it comes.
+    let copied = Notify::new();
     let copy_logs = async {
         let out = async {
             if let Some(stdout) = stdout {
@@ -363,7 +371,7 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
             }
         };
         tokio::join!(out, err);
-        copied.store(true, Ordering::Release);
+        copied.notify_one();
         // The streams closed; the process may still run. Nothing more to copy.
         std::future::pending::<()>().await;
     };
@@ -372,15 +380,10 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
     // reported (bounded: a child it left may hold the pipes open).
     macro_rules! finish_copying {
         () => {{
-            let closed = async {
-                while !copied.load(Ordering::Acquire) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            };
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 tokio::select! {
                     () = &mut copy_logs => {}
-                    () = closed => {}
+                    () = copied.notified() => {}
                 }
             })
             .await;
@@ -445,7 +448,7 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
     deployment.set_state(replica, State::Down);
     let drained = async {
         while replica.in_flight.load(Ordering::Acquire) > 0 {
-            tokio::time::sleep(PROBE_INTERVAL).await;
+            replica.idle.notified().await;
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(spec.timeout_ms), drained).await;

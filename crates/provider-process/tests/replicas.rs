@@ -90,26 +90,15 @@ async fn a_replica_is_started_dispatched_to_and_stopped_with_nothing_left() {
         }))
         .unwrap(),
     );
-    let ready = Arc::new(Ready::default());
-    let tasks = Arc::new(Tasks::default());
-    let hooks = DeploymentHooks {
-        ready: Arc::clone(&ready) as Arc<dyn ReadyReplicas>,
-        tasks: Arc::clone(&tasks) as Arc<dyn TaskOwner>,
-    };
-    let provisioned = provider.provision(&spec, 1, hooks).await.unwrap();
+    let (ready, tasks) = (Arc::new(Ready::default()), Arc::new(Tasks::default()));
+    let provisioned = provider
+        .provision(&spec, 1, hooks(&ready, &tasks))
+        .await
+        .unwrap();
     assert_eq!(provisioned, Provisioned::Replicas);
     assert_eq!(ready.0.load(Ordering::SeqCst), 1);
 
-    let request = |n: u32| DispatchRequest {
-        execution_id: ExecutionId::new(format!("e{n}")),
-        function: Arc::clone(&spec),
-        attempt: 1,
-        input: Payload::from_value(&serde_json::json!(n)),
-        metadata: Arc::default(),
-        trace_id: TraceId::new("t"),
-        idempotency_key: None,
-        callback_url: None,
-    };
+    let request = |n: u32| invocation(&spec, &format!("e{n}"), serde_json::json!(n));
     let first = provider.dispatch(request(1)).await.unwrap();
     assert!(
         first.cold_start,
@@ -130,13 +119,7 @@ async fn a_replica_is_started_dispatched_to_and_stopped_with_nothing_left() {
 
     provider.deprovision(&spec.name).await.unwrap();
     assert_eq!(ready.0.load(Ordering::SeqCst), 0);
-    let handles: Vec<_> = tasks.0.lock().unwrap().drain(..).collect();
-    for handle in handles {
-        tokio::time::timeout(Duration::from_secs(10), handle)
-            .await
-            .expect("supervision ends with the deployment")
-            .unwrap();
-    }
+    end_supervision(&tasks).await;
     assert!(!alive(pid), "the replica's process is gone");
     assert!(provider.dispatch(request(3)).await.is_err());
 }
@@ -152,12 +135,11 @@ async fn a_replica_that_never_gets_ready_fails_the_provisioning_and_leaves_nothi
         }))
         .unwrap(),
     );
-    let tasks = Arc::new(Tasks::default());
-    let hooks = DeploymentHooks {
-        ready: Arc::new(Ready::default()),
-        tasks: Arc::clone(&tasks) as Arc<dyn TaskOwner>,
-    };
-    let error = provider.provision(&spec, 1, hooks).await.unwrap_err();
+    let (ready, tasks) = (Arc::new(Ready::default()), Arc::new(Tasks::default()));
+    let error = provider
+        .provision(&spec, 1, hooks(&ready, &tasks))
+        .await
+        .unwrap_err();
     let message = error.to_string();
     assert!(
         message.contains("exited before it was ready (status 3)"),
@@ -168,11 +150,180 @@ async fn a_replica_that_never_gets_ready_fails_the_provisioning_and_leaves_nothi
         provider.status(&spec.name).is_none(),
         "nothing stays provisioned"
     );
+    end_supervision(&tasks).await;
+}
+
+/// A replica server whose answer to an invocation waits `input` milliseconds, and which
+/// says on stdout that it took one.
+const SLOW_SERVER: &str = r#"
+import http.server, json, os, time
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404); self.send_header("content-length", "0"); self.end_headers()
+    def do_POST(self):
+        ms = json.loads(self.rfile.read(int(self.headers["content-length"])))["input"]
+        print("took", ms, flush=True)
+        time.sleep(ms / 1000)
+        out = json.dumps({"pid": os.getpid(), "slept": ms}).encode()
+        self.send_response(200); self.send_header("content-type", "application/json"); self.send_header("content-length", str(len(out))); self.end_headers(); self.wfile.write(out)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn spec_of(value: serde_json::Value) -> Arc<FunctionSpec> {
+    Arc::new(FunctionSpec::from_json(&value).unwrap())
+}
+
+fn hooks(ready: &Arc<Ready>, tasks: &Arc<Tasks>) -> DeploymentHooks {
+    DeploymentHooks {
+        ready: Arc::clone(ready) as Arc<dyn ReadyReplicas>,
+        tasks: Arc::clone(tasks) as Arc<dyn TaskOwner>,
+    }
+}
+
+fn invocation(spec: &Arc<FunctionSpec>, id: &str, input: serde_json::Value) -> DispatchRequest {
+    DispatchRequest {
+        execution_id: ExecutionId::new(id),
+        function: Arc::clone(spec),
+        attempt: 1,
+        input: Payload::from_value(&input),
+        metadata: Arc::default(),
+        trace_id: TraceId::new("t"),
+        idempotency_key: None,
+        callback_url: None,
+    }
+}
+
+/// Polls `probe` every 10 ms until it holds, for at most 20 s.
+async fn until(what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !probe() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn end_supervision(tasks: &Tasks) {
     let handles: Vec<_> = tasks.0.lock().unwrap().drain(..).collect();
     for handle in handles {
         tokio::time::timeout(Duration::from_secs(10), handle)
             .await
-            .expect("supervision ended")
+            .expect("supervision ends with the deployment")
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_keeps_failing_is_a_crash_loop_until_it_gets_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = provider(dir.path());
+    // It fails until the marker file exists, then serves.
+    let marker = dir.path().join("fixed");
+    let script = r#"if [ -e "$0" ]; then exec python3 -c "$1"; fi; echo "not yet"; exit 1"#;
+    let spec = spec_of(serde_json::json!({
+        "name": "flaky", "image": "local",
+        "command": ["sh", "-c", script, marker.to_str().unwrap(), SERVER],
+    }));
+    let (ready, tasks) = (Arc::new(Ready::default()), Arc::new(Tasks::default()));
+    // Zero at first (as a restart provisions), so provisioning does not wait.
+    provider
+        .provision(&spec, 0, hooks(&ready, &tasks))
+        .await
+        .unwrap();
+    provider.set_replicas(&spec.name, 1).await.unwrap();
+
+    until("a crash loop", || {
+        provider
+            .status(&spec.name)
+            .is_some_and(|status| status.crash_loop.is_some())
+    })
+    .await;
+    let status = provider.status(&spec.name).unwrap();
+    assert!(status.restarts >= 2, "{status:?}");
+    assert_eq!(status.ready, 0);
+    let reason = status.crash_loop.unwrap();
+    assert!(
+        reason.contains("exited before it was ready (status 1)"),
+        "{reason}"
+    );
+    assert!(reason.contains("next start in"), "{reason}");
+    let logs = provider.logs(&spec.name, 100).unwrap();
+    assert!(
+        logs.iter().filter(|line| line.ends_with("not yet")).count() >= 2,
+        "every run's output is kept: {logs:?}"
+    );
+
+    std::fs::write(&marker, "").unwrap();
+    until("the replica to get ready", || {
+        ready.0.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let status = provider.status(&spec.name).unwrap();
+    assert_eq!(status.crash_loop, None, "ready again: no crash loop");
+    let answer = provider
+        .dispatch(invocation(&spec, "e1", serde_json::json!(1)))
+        .await;
+    assert_eq!(answer.unwrap().output.to_value()["input"], 1);
+
+    provider.deprovision(&spec.name).await.unwrap();
+    end_supervision(&tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_down_takes_a_replica_out_of_dispatch_and_lets_its_work_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(provider(dir.path()));
+    let spec = spec_of(serde_json::json!({
+        "name": "slow", "image": "local", "timeoutMs": 20000,
+        "command": ["python3", "-c", SLOW_SERVER],
+    }));
+    let (ready, tasks) = (Arc::new(Ready::default()), Arc::new(Tasks::default()));
+    provider
+        .provision(&spec, 1, hooks(&ready, &tasks))
+        .await
+        .unwrap();
+
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test owns the dispatch: it awaits the handle below"
+    )]
+    let in_flight = tokio::spawn({
+        let (provider, request) = (
+            Arc::clone(&provider),
+            invocation(&spec, "e1", serde_json::json!(1500)),
+        );
+        async move { provider.dispatch(request).await }
+    });
+    until("the replica to take the invocation", || {
+        provider
+            .logs(&spec.name, 10)
+            .unwrap()
+            .iter()
+            .any(|line| line.ends_with("took 1500"))
+    })
+    .await;
+    provider.set_replicas(&spec.name, 0).await.unwrap();
+
+    // Out of dispatch at once ...
+    assert_eq!(ready.0.load(Ordering::SeqCst), 0);
+    let refused = provider
+        .dispatch(invocation(&spec, "e2", serde_json::json!(0)))
+        .await;
+    assert!(refused.unwrap_err().message.contains("no replica"));
+    // ... yet the invocation it was running ends with its answer, not a kill.
+    let answer = tokio::time::timeout(Duration::from_secs(20), in_flight)
+        .await
+        .expect("the drained invocation ends")
+        .unwrap()
+        .expect("it was answered");
+    let value = answer.output.to_value();
+    assert_eq!(value["slept"], 1500);
+    let pid = value["pid"].as_u64().unwrap();
+    until("the drained replica to stop", || !alive(pid)).await;
+
+    provider.deprovision(&spec.name).await.unwrap();
+    end_supervision(&tasks).await;
 }
