@@ -342,6 +342,11 @@ async fn a_replica_killed_under_load_is_replaced_and_its_in_flight_invocations_r
     let reply = platform.register(&spec).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     platform.until_replicas("steady", 2, 2).await;
+    let (desired, ready) = (
+        platform.metric("function_replicas_desired", "steady").await,
+        platform.metric("function_replicas_ready", "steady").await,
+    );
+    assert_eq!((desired, ready), (2.0, 2.0), "the replica gauges");
     let replicas = platform.replicas("steady").await;
     let victim = replicas[0].clone();
     let victim_url = format!(
@@ -476,4 +481,45 @@ async fn what_a_replica_started_itself_is_ended_by_the_next_start_after_a_kill_9
     assert_eq!(record["output"], "back", "{record}");
     let pids = platform.replica_pids("wrapped").await;
     platform.stop(&pids).await;
+}
+
+#[tokio::test]
+async fn a_function_whose_replica_never_gets_ready_is_not_registered_and_leaves_nothing() {
+    let platform = Platform::start(&["--replica-start-timeout", "PT5S"]).await;
+    let spec = json!({
+        "name": "broken",
+        "image": "sh",
+        "command": ["sh", "-c", "echo \"pid=$$\"; echo 'ModuleNotFoundError: flask' >&2; exit 1"],
+        "scalingConfig": {"strategy": "NONE", "minReplicas": 1, "maxReplicas": 1},
+    });
+    let reply = platform.register(&spec).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    let message = reply.body["message"].as_str().expect("a message");
+    assert!(
+        message.contains("exited before it was ready (status 1)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("ModuleNotFoundError: flask"),
+        "its output: {message}"
+    );
+    let pid: u32 = message
+        .split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the output names the pid: {message}"));
+    until_gone(&[pid], "the refused registration").await;
+    let reply = call(platform.http.get(platform.url("/v1/functions/broken"))).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::NOT_FOUND,
+        "nothing was registered: {}",
+        reply.body
+    );
+    platform.stop(&[]).await;
 }

@@ -52,9 +52,13 @@ impl TaskOwner for Tasks {
 }
 
 fn provider(dir: &std::path::Path) -> ProcessProvider {
+    provider_with_start_timeout(dir, Duration::from_secs(20))
+}
+
+fn provider_with_start_timeout(dir: &std::path::Path, start_timeout: Duration) -> ProcessProvider {
     ProcessProvider::new(
         ProcessConfig {
-            start_timeout: Duration::from_secs(20),
+            start_timeout,
             stop_grace: Duration::from_secs(2),
             restart_backoff_base: Duration::from_millis(50),
             restart_backoff_max: Duration::from_millis(500),
@@ -326,4 +330,81 @@ async fn scaling_down_takes_a_replica_out_of_dispatch_and_lets_its_work_finish()
 
     provider.deprovision(&spec.name).await.unwrap();
     end_supervision(&tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_goes_to_the_ready_replica_with_the_least_work_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(provider(dir.path()));
+    let spec = spec_of(serde_json::json!({
+        "name": "spread", "image": "local", "timeoutMs": 20000,
+        "command": ["python3", "-c", SLOW_SERVER],
+    }));
+    let (ready, tasks) = (Arc::new(Ready::default()), Arc::new(Tasks::default()));
+    provider
+        .provision(&spec, 2, hooks(&ready, &tasks))
+        .await
+        .unwrap();
+
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test owns the dispatch: it awaits the handle below"
+    )]
+    let busy = tokio::spawn({
+        let (provider, request) = (
+            Arc::clone(&provider),
+            invocation(&spec, "e1", serde_json::json!(1000)),
+        );
+        async move { provider.dispatch(request).await }
+    });
+    until("a replica to take the slow invocation", || {
+        provider
+            .logs(&spec.name, 10)
+            .unwrap()
+            .iter()
+            .any(|line| line.ends_with("took 1000"))
+    })
+    .await;
+    // While one replica is busy, every quick one goes to the other.
+    let mut quick = Vec::new();
+    for n in 0..3 {
+        let answer = provider
+            .dispatch(invocation(&spec, &format!("q{n}"), serde_json::json!(0)))
+            .await
+            .unwrap();
+        quick.push(answer.output.to_value()["pid"].as_u64().unwrap());
+    }
+    let slow = busy.await.unwrap().unwrap().output.to_value()["pid"]
+        .as_u64()
+        .unwrap();
+    assert!(quick.iter().all(|pid| *pid == quick[0]), "{quick:?}");
+    assert_ne!(quick[0], slow, "the busy replica got a quick invocation");
+
+    provider.deprovision(&spec.name).await.unwrap();
+    end_supervision(&tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_not_ready_within_the_start_timeout_fails_the_provisioning_and_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = provider_with_start_timeout(dir.path(), Duration::from_millis(300));
+    // It runs, but never answers GET /health.
+    let spec = spec_of(serde_json::json!({
+        "name": "mute", "image": "local",
+        "command": ["sh", "-c", "echo $$; exec sleep 300"],
+    }));
+    let (ready, tasks) = (Arc::new(Ready::default()), Arc::new(Tasks::default()));
+    let error = provider
+        .provision(&spec, 1, hooks(&ready, &tasks))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("was not ready within 300 ms"), "{error}");
+    let pid: u64 = error
+        .lines()
+        .find_map(|line| line.strip_prefix("[replica 1] ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the replica's output names its pid: {error}"));
+    end_supervision(&tasks).await;
+    assert!(!alive(pid), "the replica that never got ready was killed");
+    assert!(provider.status(&spec.name).is_none());
 }
