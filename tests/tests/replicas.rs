@@ -77,6 +77,12 @@ impl Platform {
             .expect("the control plane answers")
     }
 
+    /// Registers `spec`, expecting 201.
+    async fn registered(&self, spec: &Value) {
+        let reply = self.register(spec).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    }
+
     async fn function(&self, name: &str) -> Value {
         let reply = call(self.http.get(self.url(&format!("/v1/functions/{name}")))).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -250,8 +256,7 @@ async fn a_burst_scales_a_function_from_zero_to_several_replicas_and_back_to_zer
             },
         }),
     );
-    let reply = platform.register(&spec).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    platform.registered(&spec).await;
     assert_eq!(platform.replica_counts("burst").await, (0, 0), "at rest");
     assert!(platform.replica_pids("burst").await.is_empty());
 
@@ -339,8 +344,7 @@ async fn a_replica_killed_under_load_is_replaced_and_its_in_flight_invocations_r
             "scalingConfig": {"strategy": "NONE", "minReplicas": 2, "maxReplicas": 2},
         }),
     );
-    let reply = platform.register(&spec).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    platform.registered(&spec).await;
     platform.until_replicas("steady", 2, 2).await;
     let (desired, ready) = (
         platform.metric("function_replicas_desired", "steady").await,
@@ -417,8 +421,7 @@ async fn nothing_is_left_running_after_delete_shutdown_or_kill_9_and_restart() {
 
     // Delete.
     let platform = Platform::start(&args).await;
-    let reply = platform.register(&spec).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    platform.registered(&spec).await;
     platform.until_replicas("kept", 2, 2).await;
     let pids = platform.replica_pids("kept").await;
     assert_eq!(pids.len(), 2, "{pids:?}");
@@ -426,8 +429,7 @@ async fn nothing_is_left_running_after_delete_shutdown_or_kill_9_and_restart() {
     until_gone(&pids, "DELETE").await;
 
     // Shutdown (SIGTERM).
-    let reply = platform.register(&spec).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    platform.registered(&spec).await;
     platform.until_replicas("kept", 2, 2).await;
     let pids = platform.replica_pids("kept").await;
     platform.stop(&pids).await;
@@ -466,8 +468,7 @@ async fn what_a_replica_started_itself_is_ended_by_the_next_start_after_a_kill_9
         "scalingConfig": {"strategy": "NONE", "minReplicas": 1, "maxReplicas": 1},
     });
     let platform = Platform::start(&args).await;
-    let reply = platform.register(&spec).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    platform.registered(&spec).await;
     platform.until_replicas("wrapped", 1, 1).await;
     let pids = platform.replica_pids("wrapped").await;
     assert_eq!(pids.len(), 1, "{pids:?}");

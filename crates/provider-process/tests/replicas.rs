@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use core_types::{
-    DeploymentHooks, DeploymentProvider, Dispatch, DispatchRequest, ExecutionId, FunctionSpec,
-    OwnedTask, Payload, Provisioned, ReadyReplicas, TaskOwner, TraceId,
+    DeploymentHooks, DeploymentProvider, Dispatch, DispatchOutcome, DispatchRequest, ExecutionId,
+    FunctionSpec, OwnedTask, Payload, Provisioned, ReadyReplicas, TaskOwner, TraceId,
 };
 use dispatcher::PoolDispatcher;
 use provider_process::{ProcessConfig, ProcessProvider};
@@ -220,6 +220,63 @@ async fn end_supervision(tasks: &Tasks) {
     }
 }
 
+/// What a test of the slow server runs: the provider, the function, its hooks' ends.
+struct SlowDeployment {
+    provider: Arc<ProcessProvider>,
+    spec: Arc<FunctionSpec>,
+    ready: Arc<Ready>,
+    tasks: Arc<Tasks>,
+}
+
+impl SlowDeployment {
+    async fn provision(dir: &std::path::Path, name: &str, replicas: u32) -> Self {
+        let provider = Arc::new(provider(dir));
+        let spec = spec_of(serde_json::json!({
+            "name": name, "image": "local", "timeoutMs": 20000,
+            "command": ["python3", "-c", SLOW_SERVER],
+        }));
+        let (ready, tasks) = (Arc::new(Ready::default()), Arc::new(Tasks::default()));
+        provider
+            .provision(&spec, replicas, hooks(&ready, &tasks))
+            .await
+            .unwrap();
+        Self {
+            provider,
+            spec,
+            ready,
+            tasks,
+        }
+    }
+
+    /// Dispatches an invocation that takes `ms`, and returns once a replica has it.
+    async fn start_slow(&self, id: &str, ms: u64) -> tokio::task::JoinHandle<DispatchOutcome> {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the test owns the dispatch: it awaits the handle"
+        )]
+        let handle = tokio::spawn({
+            let provider = Arc::clone(&self.provider);
+            let request = invocation(&self.spec, id, serde_json::json!(ms));
+            async move { provider.dispatch(request).await }
+        });
+        let took = format!("took {ms}");
+        until("a replica to take the slow invocation", || {
+            self.provider
+                .logs(&self.spec.name, 10)
+                .unwrap()
+                .iter()
+                .any(|line| line.ends_with(&took))
+        })
+        .await;
+        handle
+    }
+
+    async fn remove(&self) {
+        self.provider.deprovision(&self.spec.name).await.unwrap();
+        end_supervision(&self.tasks).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_keeps_failing_is_a_crash_loop_until_it_gets_ready() {
     let dir = tempfile::tempdir().unwrap();
@@ -279,42 +336,15 @@ async fn a_replica_that_keeps_failing_is_a_crash_loop_until_it_gets_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_down_takes_a_replica_out_of_dispatch_and_lets_its_work_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let provider = Arc::new(provider(dir.path()));
-    let spec = spec_of(serde_json::json!({
-        "name": "slow", "image": "local", "timeoutMs": 20000,
-        "command": ["python3", "-c", SLOW_SERVER],
-    }));
-    let (ready, tasks) = (Arc::new(Ready::default()), Arc::new(Tasks::default()));
-    provider
-        .provision(&spec, 1, hooks(&ready, &tasks))
-        .await
-        .unwrap();
-
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the test owns the dispatch: it awaits the handle below"
-    )]
-    let in_flight = tokio::spawn({
-        let (provider, request) = (
-            Arc::clone(&provider),
-            invocation(&spec, "e1", serde_json::json!(1500)),
-        );
-        async move { provider.dispatch(request).await }
-    });
-    until("the replica to take the invocation", || {
-        provider
-            .logs(&spec.name, 10)
-            .unwrap()
-            .iter()
-            .any(|line| line.ends_with("took 1500"))
-    })
-    .await;
+    let slow = SlowDeployment::provision(dir.path(), "slow", 1).await;
+    let (provider, spec) = (&slow.provider, &slow.spec);
+    let in_flight = slow.start_slow("e1", 1500).await;
     provider.set_replicas(&spec.name, 0).await.unwrap();
 
     // Out of dispatch at once ...
-    assert_eq!(ready.0.load(Ordering::SeqCst), 0);
+    assert_eq!(slow.ready.0.load(Ordering::SeqCst), 0);
     let refused = provider
-        .dispatch(invocation(&spec, "e2", serde_json::json!(0)))
+        .dispatch(invocation(spec, "e2", serde_json::json!(0)))
         .await;
     assert!(refused.unwrap_err().message.contains("no replica"));
     // ... yet the invocation it was running ends with its answer, not a kill.
@@ -327,61 +357,36 @@ async fn scaling_down_takes_a_replica_out_of_dispatch_and_lets_its_work_finish()
     assert_eq!(value["slept"], 1500);
     let pid = value["pid"].as_u64().unwrap();
     until("the drained replica to stop", || !alive(pid)).await;
-
-    provider.deprovision(&spec.name).await.unwrap();
-    end_supervision(&tasks).await;
+    slow.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatch_goes_to_the_ready_replica_with_the_least_work_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let provider = Arc::new(provider(dir.path()));
-    let spec = spec_of(serde_json::json!({
-        "name": "spread", "image": "local", "timeoutMs": 20000,
-        "command": ["python3", "-c", SLOW_SERVER],
-    }));
-    let (ready, tasks) = (Arc::new(Ready::default()), Arc::new(Tasks::default()));
-    provider
-        .provision(&spec, 2, hooks(&ready, &tasks))
-        .await
-        .unwrap();
-
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the test owns the dispatch: it awaits the handle below"
-    )]
-    let busy = tokio::spawn({
-        let (provider, request) = (
-            Arc::clone(&provider),
-            invocation(&spec, "e1", serde_json::json!(1000)),
-        );
-        async move { provider.dispatch(request).await }
-    });
-    until("a replica to take the slow invocation", || {
-        provider
-            .logs(&spec.name, 10)
-            .unwrap()
-            .iter()
-            .any(|line| line.ends_with("took 1000"))
-    })
-    .await;
+    let slow = SlowDeployment::provision(dir.path(), "spread", 2).await;
+    let busy = slow.start_slow("e1", 1000).await;
     // While one replica is busy, every quick one goes to the other.
     let mut quick = Vec::new();
     for n in 0..3 {
-        let answer = provider
-            .dispatch(invocation(&spec, &format!("q{n}"), serde_json::json!(0)))
+        let answer = slow
+            .provider
+            .dispatch(invocation(
+                &slow.spec,
+                &format!("q{n}"),
+                serde_json::json!(0),
+            ))
             .await
             .unwrap();
         quick.push(answer.output.to_value()["pid"].as_u64().unwrap());
     }
-    let slow = busy.await.unwrap().unwrap().output.to_value()["pid"]
-        .as_u64()
-        .unwrap();
+    let answer = busy.await.unwrap().unwrap();
+    let busy_pid = answer.output.to_value()["pid"].as_u64().unwrap();
     assert!(quick.iter().all(|pid| *pid == quick[0]), "{quick:?}");
-    assert_ne!(quick[0], slow, "the busy replica got a quick invocation");
-
-    provider.deprovision(&spec.name).await.unwrap();
-    end_supervision(&tasks).await;
+    assert_ne!(
+        quick[0], busy_pid,
+        "the busy replica got a quick invocation"
+    );
+    slow.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{Platform, until_gone};
@@ -42,11 +41,6 @@ fn one_shot(name: &str, mode: &str, command: &[&str], overrides: &Value) -> Valu
 }
 
 impl Platform {
-    async fn registered(&self, spec: &Value) {
-        let reply = self.register(spec).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    }
-
     /// `:invoke`, whatever the execution's status (the record).
     async fn invoke_record(&self, name: &str, input: &Value) -> Value {
         let url = self.url(&format!("/v1/functions/{name}:invoke"));
