@@ -524,3 +524,37 @@ async fn a_function_whose_replica_never_gets_ready_is_not_registered_and_leaves_
     );
     platform.stop(&[]).await;
 }
+
+#[tokio::test]
+async fn with_no_deployment_provider_a_deployment_runs_at_its_endpoint_or_is_refused() {
+    let platform = Platform::start(&["--deployment-provider", "none"]).await;
+    let with_command = runtime_deployment("local", &json!({}));
+    let reply = platform.register(&with_command).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        reply.body["error"], "PROVIDER_UNAVAILABLE",
+        "{}",
+        reply.body
+    );
+
+    let with_endpoint = runtime_deployment(
+        "remote",
+        &json!({"endpointUrl": "http://127.0.0.1:9/invoke"}),
+    );
+    platform.registered(&with_endpoint).await;
+    let view = platform.function("remote").await;
+    assert_eq!(view["effectiveExecutionMode"], "POOL", "{view}");
+    assert!(view["degradationReason"].is_string(), "{view}");
+    assert!(
+        view.get("replicas").is_none(),
+        "no managed replicas: {view}"
+    );
+    let logs = call(platform.http.get(platform.url("/v1/functions/remote/logs"))).await;
+    assert_eq!(logs.status, StatusCode::BAD_REQUEST, "{}", logs.body);
+    platform.stop(&[]).await;
+}
