@@ -9,7 +9,8 @@
 //! | core-types | no workspace crate; externally only serde, serde_json, thiserror, async-trait, jiff, utoipa (optional, feature `openapi`) |
 //! | queue, store, dispatcher | core-types |
 //! | scheduler | core-types, queue, store (never dispatcher: it talks to the `Dispatch` port) |
-//! | http-api | core-types, queue, store, scheduler (never dispatcher: it never talks to runtimes) |
+//! | http-api | core-types, queue, store, scheduler, auth (never dispatcher: it never talks to runtimes) |
+//! | auth | core-types (tokens and credentials: no routes, no engine) |
 //! | http-server | core-types (it serves any tower service: never the routes, the engine or the stores) |
 //! | provider-process | core-types, dispatcher (it reaches its replicas with the pool dispatcher; never the engine or the stores) |
 //! | control-plane | anything (the binary is where concrete types meet) |
@@ -168,7 +169,12 @@ const POLICY: &[Rule] = &[
     },
     Rule {
         krate: "http-api",
-        internal: Allowed::Only(&["core-types", "queue", "store", "scheduler"]),
+        internal: Allowed::Only(&["core-types", "queue", "store", "scheduler", "auth"]),
+        external: None,
+    },
+    Rule {
+        krate: "auth",
+        internal: Allowed::Only(&["core-types"]),
         external: None,
     },
     Rule {

@@ -55,8 +55,8 @@ pub use function::{
 pub use ids::{ExecutionId, FunctionName, IdempotencyKey, InvalidName, TraceId};
 pub use payload::{ByteSink, InvalidPayload, Payload};
 pub use ports::{
-    Clock, Dispatch, DispatchFailure, DispatchOutcome, DispatchRequest, DispatchSuccess,
-    IdGenerator, SystemClock,
+    CallbackSigner, Clock, Dispatch, DispatchFailure, DispatchOutcome, DispatchRequest,
+    DispatchSuccess, IdGenerator, SystemClock,
 };
 pub use time::{DurationMs, Timestamp};
 pub use wire::{headers, is_json_media_type};

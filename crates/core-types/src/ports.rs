@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::{ErrorInfo, ExecutionId, FunctionSpec, IdempotencyKey, Payload, Timestamp, TraceId};
+use crate::{
+    ErrorInfo, ExecutionId, FunctionName, FunctionSpec, IdempotencyKey, Payload, Timestamp, TraceId,
+};
 
 /// One attempt of one execution, as handed to a [`Dispatch`].
 #[derive(Clone, Debug)]
@@ -96,4 +98,16 @@ pub trait IdGenerator: Send + Sync + 'static {
     fn execution_id(&self) -> ExecutionId;
     /// A fresh trace id for an invocation that came without one.
     fn trace_id(&self) -> TraceId;
+}
+
+/// Mints the credentials a dispatch carries so that its callback can prove it answers
+/// that dispatch (api.md "Authentication (decided)"). The text goes into a path segment
+/// of the callback URL, so it is URL-safe.
+pub trait CallbackSigner: Send + Sync + 'static {
+    /// A credential for one attempt of one execution, valid until `expires_at`.
+    fn for_attempt(&self, execution: &ExecutionId, attempt: u32, expires_at: Timestamp) -> String;
+
+    /// A credential for any execution of `function` while the registration made at
+    /// `registered_at` stands (the `CALLBACK_URL` of its replicas).
+    fn for_function(&self, function: &FunctionName, registered_at: Timestamp) -> String;
 }
