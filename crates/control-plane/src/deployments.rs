@@ -74,7 +74,6 @@ impl DeploymentFlags {
     pub(crate) fn provider(
         &self,
         data_dir: &Path,
-        callback_url: &str,
         pool: PoolDispatcher,
         max_output_bytes: usize,
     ) -> Result<Option<Provider>, provider_process::LedgerError> {
@@ -90,7 +89,6 @@ impl DeploymentFlags {
                             .replica_restart_backoff_max
                             .max(self.replica_restart_backoff_base),
                         log_lines: self.replica_log_lines as usize,
-                        callback_url: Some(callback_url.to_owned()),
                         scratch_dir: data_dir.join("scratch"),
                         ledger_dir: data_dir.join("process-groups"),
                         max_output_bytes,

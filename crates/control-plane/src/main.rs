@@ -25,11 +25,12 @@ use core_types::DurationMs;
 use dispatcher::{CertificateDer, ModeRouter, PoolConfig, PoolDispatcher};
 use http_api::{ApiConfig, AppState, InvalidRuntimeConfig, RuntimeConfig};
 use http_server::HttpLimits;
-use scheduler::{MemoryLimits, RetryBackoff, SchedulerConfig};
+use scheduler::{CallbackSigning, MemoryLimits, RetryBackoff, SchedulerConfig};
 use signals::shutdown_signal;
 use tokio::net::TcpListener;
 
 mod deployments;
+mod security;
 mod storage;
 
 /// Who moves queued work.
@@ -143,6 +144,8 @@ struct Args {
     dispatch_ca_file: Option<PathBuf>,
     #[command(flatten)]
     deployments: deployments::DeploymentFlags,
+    #[command(flatten)]
+    security: security::SecurityFlags,
     #[command(flatten)]
     http: HttpFlags,
     #[command(flatten)]
@@ -335,6 +338,13 @@ async fn run(args: Args) -> std::io::Result<()> {
     let limits = args.http.to_limits().map_err(std::io::Error::other)?;
     let extra_root_certificates =
         dispatch_roots(args.dispatch_ca_file.as_deref()).map_err(std::io::Error::other)?;
+    args.security
+        .check_exposure(args.api_addr)
+        .map_err(std::io::Error::other)?;
+    let security = args
+        .security
+        .load(&args.store.data_dir)
+        .map_err(std::io::Error::other)?;
     let api_listener = TcpListener::bind(args.api_addr).await?;
     let management_listener = TcpListener::bind(args.management_addr).await?;
     let api_addr = api_listener.local_addr()?;
@@ -355,12 +365,7 @@ async fn run(args: Args) -> std::io::Result<()> {
     };
     let provider = args
         .deployments
-        .provider(
-            &args.store.data_dir,
-            &callback_base_url,
-            pool.clone(),
-            args.max_body_bytes,
-        )
+        .provider(&args.store.data_dir, pool.clone(), args.max_body_bytes)
         .map_err(|error| {
             std::io::Error::other(format!("--data-dir: {error}; choose another --data-dir"))
         })?;
@@ -381,6 +386,9 @@ async fn run(args: Args) -> std::io::Result<()> {
         },
         queued_input_budget: bytes(args.queued_input_budget),
         autoscaling: args.deployments.autoscaling(),
+        callback_signer: security
+            .as_ref()
+            .map(|security| CallbackSigning(Arc::new(security.key.clone()))),
         ..SchedulerConfig::default()
     };
     let state = AppState::assemble(
@@ -392,6 +400,7 @@ async fn run(args: Args) -> std::io::Result<()> {
             runtime,
             runtime_revision,
             runtime_store: opened.runtime_store,
+            auth: security.as_ref().map(|security| Arc::clone(&security.auth)),
         },
     );
     let scheduler = state.scheduler().clone();
@@ -439,8 +448,17 @@ async fn run(args: Args) -> std::io::Result<()> {
         drain.cancel();
     };
     let drain_limit = DRAIN_LIMIT.min(grace);
+    let reloads = async {
+        if let Some(security) = &security {
+            signals::on_hangup(drain.cancelled(), || {
+                args.security.reload_tokens(&security.auth);
+            })
+            .await;
+        }
+    };
     tokio::join!(
         signal,
+        reloads,
         http_server::serve(api_listener, api, limits, drain.cancelled(), drain_limit),
         http_server::serve(
             management_listener,
@@ -462,8 +480,28 @@ async fn run(args: Args) -> std::io::Result<()> {
 /// connections are closed (idle connections and half-sent requests close at once).
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
-/// The shutdown signal, without spawning.
+/// The shutdown and reload signals, without spawning.
 mod signals {
+    /// Calls `reload` on every SIGHUP until `stopped` resolves (never where there is
+    /// no SIGHUP, or it cannot be listened for).
+    pub(crate) async fn on_hangup(
+        stopped: impl std::future::Future<Output = ()>,
+        reload: impl Fn(),
+    ) {
+        tokio::pin!(stopped);
+        #[cfg(unix)]
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hangups) => loop {
+                tokio::select! {
+                    () = &mut stopped => return,
+                    _ = hangups.recv() => reload(),
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; reloads are off"),
+        }
+        stopped.await;
+    }
+
     /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
     pub(crate) async fn shutdown_signal() {
         let ctrl_c = async {

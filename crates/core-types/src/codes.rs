@@ -68,6 +68,10 @@ pub enum ErrorCode {
     /// The store could not make a change durable (disk full, gone or read-only):
     /// nothing was changed.
     StoreUnavailable,
+    /// No token, an unknown one, or a callback credential that proves nothing.
+    Unauthenticated,
+    /// The token's role does not allow the route.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -102,6 +106,8 @@ impl ErrorCode {
             Self::InternalError => "INTERNAL_ERROR",
             Self::ControlPlaneRestarted => "CONTROL_PLANE_RESTARTED",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
         }
     }
 }
@@ -127,6 +133,8 @@ mod tests {
             ErrorCode::RequestHeaderFieldsTooLarge,
             ErrorCode::ControlPlaneRestarted,
             ErrorCode::StoreUnavailable,
+            ErrorCode::Unauthenticated,
+            ErrorCode::Forbidden,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

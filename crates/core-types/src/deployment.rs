@@ -98,6 +98,9 @@ pub struct DeploymentHooks {
     pub ready: Arc<dyn ReadyReplicas>,
     /// Who runs the provider's long-lived work (supervising replicas).
     pub tasks: Arc<dyn TaskOwner>,
+    /// The `CALLBACK_URL` the function's replicas get (with a credential for the
+    /// function when callbacks are signed); `None`: none.
+    pub callback_url: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for DeploymentHooks {

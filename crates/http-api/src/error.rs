@@ -82,6 +82,13 @@ pub enum ApiError {
     /// `STORE_UNAVAILABLE`): nothing was changed.
     #[error(transparent)]
     StoreUnavailable(#[from] store::StoreUnavailable),
+    /// No token, an unknown one, or a callback credential that proves nothing (401
+    /// `UNAUTHENTICATED`, with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token's role does not allow the route (403 `FORBIDDEN`).
+    #[error("{0}")]
+    Forbidden(String),
     /// A fault inside the control plane (500 `INTERNAL_ERROR`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -165,6 +172,8 @@ impl ApiError {
             | Self::Replicas(ReplicasError::StoreUnavailable(_)) => {
                 (S::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
             }
+            Self::Unauthenticated(_) => (S::UNAUTHORIZED, ErrorCode::Unauthenticated),
+            Self::Forbidden(_) => (S::FORBIDDEN, ErrorCode::Forbidden),
             Self::Wait(WaitError::UnknownExecution(_)) | Self::Internal(_) => {
                 (S::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
             }
@@ -230,6 +239,9 @@ impl IntoResponse for ApiError {
                 core_types::headers::X_QUEUE_REJECT_REASON,
                 HeaderValue::from_static(reason),
             );
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -508,33 +508,132 @@ pub(crate) async fn execution_action(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let id = completed_execution(&segment)?;
+    let attempt = dispatch_attempt(&headers)?;
+    complete(&state, &id, attempt, &headers, body).await
+}
+
+/// `POST /v1/internal/executions/{credential}/{id}:complete`: the callback URL of a
+/// dispatch when authentication is on (`X-Callback-Url` and a replica's `CALLBACK_URL`
+/// end in the credential, and the runtime appends `/{id}:complete`).
+#[utoipa::path(
+    post,
+    path = "/v1/internal/executions/{credential}/{id}:complete",
+    tag = "internal",
+    operation_id = "complete_signed",
+    summary = "A runtime reports how an execution ended, proving it was sent the dispatch",
+    description = "As `complete`, with the callback credential the dispatch carried in its \
+                   callback URL: one for this attempt of this execution (before its expiry), \
+                   or one for this execution's function (a replica's `CALLBACK_URL`). With \
+                   authentication off the credential is not checked.",
+    params(
+        ("credential" = String, Path, description = "The credential the dispatch's callback URL carried"),
+        ("id" = ExecutionId, Path, description = "The execution's id"),
+        ("X-Dispatch-Attempt" = Option<u32>, Header, nullable = false, minimum = 1, description = "The attempt this callback is for (1-based); a credential for one attempt names it itself"),
+    ),
+    request_body = CompletionRequest,
+    responses(
+        (status = 204, description = "Applied, or ignored because the execution already ended"),
+        (status = 400, description = "`MALFORMED_JSON`, or `VALIDATION_ERROR` (body or `X-Dispatch-Attempt`)", body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: the credential is missing, forged, expired, or for another execution or function", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such execution", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn signed_execution_action(
+    State(state): State<AppState>,
+    Path((credential, segment)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = completed_execution(&segment)?;
+    let mut attempt = dispatch_attempt(&headers)?;
+    if let Some(auth) = &state.config.auth {
+        let refused = |why: &str| ApiError::Unauthenticated(format!("callback refused: {why}"));
+        let now = state.scheduler.now();
+        match auth.key().verify(&credential, now) {
+            Err(error) => return Err(refused(&error.to_string())),
+            Ok(auth::Credential::Attempt {
+                execution,
+                attempt: signed,
+                ..
+            }) => {
+                if execution != id {
+                    return Err(refused("the credential is for another execution"));
+                }
+                if attempt.is_some_and(|named| named != signed) {
+                    return Err(refused("the credential is for another attempt"));
+                }
+                attempt = Some(signed);
+            }
+            Ok(auth::Credential::Function {
+                function,
+                registered_at,
+            }) => {
+                let record = state.scheduler.execution(&id).await?;
+                let Some(record) = record else {
+                    return Err(ApiError::NotFound(format!(
+                        "no execution {}",
+                        shown(id.as_str())
+                    )));
+                };
+                let registration = state.scheduler.function(record.function.as_str());
+                let current = registration.is_some_and(|registered| {
+                    registered.spec.name == function && registered.created_at == registered_at
+                });
+                if !current {
+                    return Err(refused(
+                        "the credential is for another function, or an earlier registration of it",
+                    ));
+                }
+            }
+        }
+    }
+    complete(&state, &id, attempt, &headers, body).await
+}
+
+/// The execution of a `{id}:complete` segment.
+fn completed_execution(segment: &str) -> Result<ExecutionId, ApiError> {
     let Some((id, "complete")) = segment.rsplit_once(':') else {
         return Err(ApiError::NotFound(format!(
             "no internal execution route {segment:?} (expected {{id}}:complete)"
         )));
     };
-    let id = ExecutionId::new(id);
-    let attempt = match header_text(&headers, X_DISPATCH_ATTEMPT)? {
-        None => None,
+    Ok(ExecutionId::new(id))
+}
+
+/// `X-Dispatch-Attempt`, if sent.
+fn dispatch_attempt(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
+    match header_text(headers, X_DISPATCH_ATTEMPT)? {
+        None => Ok(None),
         Some(text) => match text.parse::<u32>() {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                return Err(ApiError::invalid(
-                    header_display_name(X_DISPATCH_ATTEMPT),
-                    format!("must be an integer >= 1, got {text:?}"),
-                ));
-            }
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(ApiError::invalid(
+                header_display_name(X_DISPATCH_ATTEMPT),
+                format!("must be an integer >= 1, got {text:?}"),
+            )),
         },
-    };
+    }
+}
+
+/// Applies a callback's completion to `attempt` (`None`: the current one).
+async fn complete(
+    state: &AppState,
+    id: &ExecutionId,
+    attempt: Option<u32>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
     let request: CompletionRequest =
-        parse_json(&headers, body, state.config.max_body_bytes, |_| Vec::new())?;
+        parse_json(headers, body, state.config.max_body_bytes, |_| Vec::new())?;
     let completion = match request.into_result().map_err(ApiError::invalid_all)? {
         CallbackResult::Success(output) => Completion::Success(DispatchSuccess::warm(output)),
         CallbackResult::Failure { state, error } => Completion::Failure { state, error },
     };
     let outcome = state
         .scheduler
-        .complete(&id, attempt, completion, CompletionSource::Callback)
+        .complete(id, attempt, completion, CompletionSource::Callback)
         .await?;
     tracing::debug!(execution = %id, ?outcome, "callback handled");
     Ok(StatusCode::NO_CONTENT)

@@ -52,6 +52,7 @@
 //! # }
 //! ```
 
+mod access;
 mod admission;
 mod body;
 mod error;
@@ -66,6 +67,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+pub use access::{ApiAuth, Need, required};
 pub use admission::Rejection;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -98,6 +100,8 @@ pub struct ApiConfig {
     pub runtime_revision: u64,
     /// Where changes to it are kept.
     pub runtime_store: RuntimeConfigStore,
+    /// Who may call what (`None`: authentication off, everything open).
+    pub auth: Option<Arc<ApiAuth>>,
 }
 
 impl Default for ApiConfig {
@@ -108,6 +112,7 @@ impl Default for ApiConfig {
             runtime: RuntimeConfig::default(),
             runtime_revision: 1,
             runtime_store: RuntimeConfigStore::default(),
+            auth: None,
         }
     }
 }
@@ -217,6 +222,10 @@ pub fn router(state: AppState) -> Api {
             post(handlers::execution_action),
         )
         .route(
+            "/v1/internal/executions/{credential}/{id_action}",
+            post(handlers::signed_execution_action),
+        )
+        .route(
             "/v1/internal/functions/{name_action}",
             post(handlers::internal_function_action),
         )
@@ -224,12 +233,18 @@ pub fn router(state: AppState) -> Api {
     if state.config.admin_api {
         api = api.merge(runtime_config::routes());
     }
-    finish(api.merge(actuator_routes()).with_state(state), limit)
+    let auth = state.config.auth.clone();
+    finish(api.merge(actuator_routes()).with_state(state), limit, auth)
 }
 
 /// Only the actuator routes, health and metrics (for the management port).
 pub fn management_router(state: AppState) -> Api {
-    finish(actuator_routes().with_state(state), DEFAULT_MAX_BODY_BYTES)
+    let auth = state.config.auth.clone();
+    finish(
+        actuator_routes().with_state(state),
+        DEFAULT_MAX_BODY_BYTES,
+        auth,
+    )
 }
 
 fn actuator_routes() -> Router<AppState> {
@@ -240,12 +255,13 @@ fn actuator_routes() -> Router<AppState> {
         .route("/actuator/prometheus", get(metrics::scrape))
 }
 
-fn finish(router: Router, limit: usize) -> Api {
+fn finish(router: Router, limit: usize, auth: Option<Arc<ApiAuth>>) -> Api {
     let routed = router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed);
     Api {
         routes: DefaultBodyLimit::max(limit).layer(routed),
+        auth,
     }
 }
 
@@ -268,6 +284,8 @@ type Routes = <DefaultBodyLimit as Layer<Router>>::Service;
 #[derive(Clone, Debug)]
 pub struct Api {
     routes: Routes,
+    /// Checked before routing, when authentication is on.
+    auth: Option<Arc<ApiAuth>>,
 }
 
 impl Service<Request> for Api {
@@ -279,20 +297,56 @@ impl Service<Request> for Api {
         <Routes as Service<Request>>::poll_ready(&mut self.routes, cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
         // Only a 405 needs the path afterwards; cloning the URI shares its bytes.
         let uri = request.uri().clone();
+        let mut audit = None;
+        if let Some(auth) = &self.auth {
+            match auth.admit(request.method(), uri.path(), request.headers()) {
+                Ok(admitted) => {
+                    if let Some(principal) = admitted.principal {
+                        if admitted.audited {
+                            audit = Some(Audit {
+                                token: Arc::clone(&principal.name),
+                                method: request.method().clone(),
+                            });
+                        }
+                        request.extensions_mut().insert(principal);
+                    }
+                }
+                Err(refusal) => {
+                    return ApiFuture {
+                        routed: None,
+                        refused: Some(axum::response::IntoResponse::into_response(refusal)),
+                        uri,
+                        audit: None,
+                    };
+                }
+            }
+        }
         ApiFuture {
-            routed: self.routes.call(request),
+            routed: Some(self.routes.call(request)),
+            refused: None,
             uri,
+            audit,
         }
     }
 }
 
+/// A change an `admin` token asked for, logged with its answer.
+#[derive(Debug)]
+struct Audit {
+    token: Arc<str>,
+    method: axum::http::Method,
+}
+
 /// The answer of an [`Api`] call.
 pub struct ApiFuture {
-    routed: <Routes as Service<Request>>::Future,
+    routed: Option<<Routes as Service<Request>>::Future>,
+    /// The answer when the request was refused before routing (401, 403).
+    refused: Option<Response>,
     uri: Uri,
+    audit: Option<Audit>,
 }
 
 impl std::fmt::Debug for ApiFuture {
@@ -307,8 +361,24 @@ impl Future for ApiFuture {
     type Output = Result<Response, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Ok(response) = ready!(Pin::new(&mut self.routed).poll(cx));
+        if let Some(refused) = self.refused.take() {
+            return Poll::Ready(Ok(refused));
+        }
+        let Some(routed) = self.routed.as_mut() else {
+            unreachable!("an ApiFuture is either refused or routed, and polled until ready once")
+        };
+        let Ok(response) = ready!(Pin::new(routed).poll(cx));
         let response = error::json_errors_only(response);
+        if let Some(audit) = self.audit.take() {
+            tracing::info!(
+                target: "audit",
+                token = %audit.token,
+                method = %audit.method,
+                path = self.uri.path(),
+                status = response.status().as_u16(),
+                "change requested"
+            );
+        }
         Poll::Ready(Ok(openapi::allow_on_405(self.uri.path(), response)))
     }
 }

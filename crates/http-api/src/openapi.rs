@@ -84,6 +84,7 @@ impl utoipa::ToSchema for FunctionSpecInput {
         handlers::function_logs,
         handlers::get_execution,
         handlers::execution_action,
+        handlers::signed_execution_action,
         handlers::internal_function_action,
         handlers::health,
         crate::metrics::scrape,

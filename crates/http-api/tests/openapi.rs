@@ -29,6 +29,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/functions/{name}:enqueue"),
     ("GET", "/v1/executions/{id}"),
     ("POST", "/v1/internal/executions/{id}:complete"),
+    ("POST", "/v1/internal/executions/{credential}/{id}:complete"),
     ("POST", "/v1/internal/functions/{name}:drain-once"),
     // Served only with the admin API on (the fixture turns it on).
     ("GET", "/v1/admin/runtime-config"),
@@ -148,7 +149,8 @@ impl Fixture {
     fn path(&self, template: &str) -> String {
         let concrete = template
             .replace("{name}", "probe")
-            .replace("{id}", &self.execution_id);
+            .replace("{id}", &self.execution_id)
+            .replace("{credential}", "any-credential");
         assert!(
             !concrete.contains('{'),
             "no fixture value for a parameter of {template}: add one to Fixture::path"

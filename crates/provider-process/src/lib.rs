@@ -64,8 +64,6 @@ pub struct ProcessConfig {
     pub restart_backoff_max: Duration,
     /// Lines of output kept per function.
     pub log_lines: usize,
-    /// The callback base replicas get as `CALLBACK_URL`.
-    pub callback_url: Option<String>,
     /// Where one-shot `FILE` functions get their per-invocation directories.
     pub scratch_dir: PathBuf,
     /// Where the ledger of running process groups is kept (one provider at a time).
@@ -302,7 +300,6 @@ mod tests {
             restart_backoff_base: Duration::from_millis(500),
             restart_backoff_max: Duration::from_secs(30),
             log_lines: 10,
-            callback_url: None,
             scratch_dir: PathBuf::new(),
             ledger_dir: PathBuf::new(),
             max_output_bytes: 1,

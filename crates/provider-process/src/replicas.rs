@@ -334,7 +334,7 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
         Ok(port) => port,
         Err(error) => return Run::Failed(format!("found no free port ({error})")),
     };
-    let mut env = dispatcher::replica_env(spec, config.callback_url.as_deref());
+    let mut env = dispatcher::replica_env(spec, deployment.hooks.callback_url.as_deref());
     env.insert("PORT".to_owned(), port.to_string());
     env.insert("WARM_PORT".to_owned(), port.to_string());
     let started = Instant::now();

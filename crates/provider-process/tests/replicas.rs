@@ -63,7 +63,6 @@ fn provider_with_start_timeout(dir: &std::path::Path, start_timeout: Duration) -
             restart_backoff_base: Duration::from_millis(50),
             restart_backoff_max: Duration::from_millis(500),
             log_lines: 100,
-            callback_url: None,
             scratch_dir: dir.join("scratch"),
             ledger_dir: dir.join("process-groups"),
             max_output_bytes: 1 << 20,
@@ -182,6 +181,7 @@ fn hooks(ready: &Arc<Ready>, tasks: &Arc<Tasks>) -> DeploymentHooks {
     DeploymentHooks {
         ready: Arc::clone(ready) as Arc<dyn ReadyReplicas>,
         tasks: Arc::clone(tasks) as Arc<dyn TaskOwner>,
+        callback_url: None,
     }
 }
 

@@ -57,9 +57,10 @@ pub use completion::{Completion, CompletionOutcome, CompletionSource, IgnoredBec
 pub use events::{NoObserver, Observer, SchedulerEvent};
 pub use ids::UuidV7Ids;
 pub use scheduler::{
-    AutoscalingConfig, CompleteError, LogsError, MemoryLimits, QueueLoad, QueueSnapshot,
-    RegisterError, RemoveError, ReplicaCounts, ReplicasError, Restored, Scheduler, SchedulerConfig,
-    SchedulerParts, SubmitError, SubmitOptions, Submitted, TickError, WaitError, Waiter,
+    AutoscalingConfig, CALLBACK_CREDENTIAL_SLACK, CallbackSigning, CompleteError, LogsError,
+    MemoryLimits, QueueLoad, QueueSnapshot, RegisterError, RemoveError, ReplicaCounts,
+    ReplicasError, Restored, Scheduler, SchedulerConfig, SchedulerParts, SubmitError,
+    SubmitOptions, Submitted, TickError, WaitError, Waiter,
 };
 #[cfg(feature = "testing")]
 pub use scheduler::{LiveExecution, LivePhase};

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use core_types::{
-    Clock, DeploymentProvider, Dispatch, DispatchRequest, DurationMs, ErrorCode, ErrorInfo,
-    ExecutionId, ExecutionMode, ExecutionState, FunctionName, FunctionSpec, IdGenerator,
+    CallbackSigner, Clock, DeploymentProvider, Dispatch, DispatchRequest, DurationMs, ErrorCode,
+    ErrorInfo, ExecutionId, ExecutionMode, ExecutionState, FunctionName, FunctionSpec, IdGenerator,
     IdempotencyKey, InvocationRequest, Payload, ProvisionError, Provisioned, SetReplicasError,
     SystemClock, Timestamp, TraceId,
 };
@@ -158,6 +158,67 @@ pub struct SchedulerConfig {
     pub queued_input_budget: usize,
     /// How the replicas of `INTERNAL`-scaled functions are autoscaled.
     pub autoscaling: AutoscalingConfig,
+    /// With authentication on: who signs the credential each callback URL carries
+    /// (`<base>/<credential>`, so a runtime posting to `<X-Callback-Url>/<id>:complete`
+    /// sends it back). `None`: the plain base.
+    pub callback_signer: Option<CallbackSigning>,
+}
+
+/// How long after an attempt's `timeoutMs` its callback credential still verifies: a
+/// callback that lands just after the timeout is then a late callback, ignored as such,
+/// rather than a 401.
+pub const CALLBACK_CREDENTIAL_SLACK: Duration = Duration::from_secs(30);
+
+/// The signer of callback credentials, shared by every dispatch.
+#[derive(Clone)]
+pub struct CallbackSigning(pub Arc<dyn CallbackSigner>);
+
+impl std::fmt::Debug for CallbackSigning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallbackSigning(..)")
+    }
+}
+
+impl SchedulerConfig {
+    /// The callback URL of one attempt: the base, followed by the attempt's credential
+    /// (valid for its timeout and [`CALLBACK_CREDENTIAL_SLACK`]) when callbacks are
+    /// signed.
+    pub(crate) fn attempt_callback_url(
+        &self,
+        execution: &ExecutionId,
+        attempt: u32,
+        function: &FunctionSpec,
+        now: Timestamp,
+    ) -> Option<Arc<str>> {
+        let base = self.callback_base_url.as_ref()?;
+        let Some(CallbackSigning(signer)) = &self.callback_signer else {
+            return Some(Arc::clone(base));
+        };
+        let slack = u64::try_from(CALLBACK_CREDENTIAL_SLACK.as_millis()).unwrap_or(u64::MAX);
+        let expires_at = now.plus(DurationMs(function.timeout_ms.saturating_add(slack)));
+        Some(
+            format!(
+                "{base}/{}",
+                signer.for_attempt(execution, attempt, expires_at)
+            )
+            .into(),
+        )
+    }
+
+    /// The `CALLBACK_URL` of a function's replicas: the base, followed by a credential
+    /// for the function's registration made at `registered_at` when callbacks are
+    /// signed.
+    pub(crate) fn function_callback_url(
+        &self,
+        function: &FunctionName,
+        registered_at: Timestamp,
+    ) -> Option<Arc<str>> {
+        let base = self.callback_base_url.as_ref()?;
+        let Some(CallbackSigning(signer)) = &self.callback_signer else {
+            return Some(Arc::clone(base));
+        };
+        Some(format!("{base}/{}", signer.for_function(function, registered_at)).into())
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -169,6 +230,7 @@ impl Default for SchedulerConfig {
             retry_backoff: RetryBackoff::default(),
             queued_input_budget: usize::MAX,
             autoscaling: AutoscalingConfig::default(),
+            callback_signer: None,
         }
     }
 }
@@ -395,6 +457,11 @@ impl Scheduler {
             return Ok(Some(live.record.clone()));
         }
         self.inner.parts.executions.get(id).await
+    }
+
+    /// Now, on the scheduler's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.parts.clock.now()
     }
 
     /// What the execution store holds (records, finished bytes, budget evictions).

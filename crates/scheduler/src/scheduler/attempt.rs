@@ -67,7 +67,12 @@ impl Scheduler {
                     } else {
                         None
                     },
-                    callback_url: inner.config.callback_base_url.clone(),
+                    callback_url: inner.config.attempt_callback_url(
+                        &queued.id,
+                        live.attempt,
+                        &live.function.spec,
+                        now,
+                    ),
                 };
                 (started, live.recording, request)
             };

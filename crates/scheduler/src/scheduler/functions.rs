@@ -110,7 +110,7 @@ impl Scheduler {
             desired,
             pinned: registered.replicas.is_some_and(|kept| kept.pinned),
         };
-        let (hooks, replicas) = self.replica_hooks(&registered.spec, queue, target);
+        let (hooks, replicas) = self.replica_hooks(registered, queue, target);
         let provisioned = provider.provision(&registered.spec, desired, hooks).await?;
         let concurrency = registered.spec.concurrency as usize;
         Ok(match provisioned {

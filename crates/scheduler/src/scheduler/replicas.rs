@@ -144,10 +144,11 @@ impl Scheduler {
     /// The hooks a provisioning of `spec` gets, and the replicas' state they feed.
     pub(super) fn replica_hooks(
         &self,
-        spec: &FunctionSpec,
+        registered: &RegisteredFunction,
         queue: &Arc<FunctionQueue>,
         target: ReplicaTarget,
     ) -> (DeploymentHooks, Arc<Replicas>) {
+        let spec = &registered.spec;
         let ready = Arc::new(ReadyCount {
             ready: AtomicU32::new(0),
             queue: Arc::clone(queue),
@@ -170,6 +171,10 @@ impl Scheduler {
         let hooks = DeploymentHooks {
             ready,
             tasks: Arc::clone(&self.inner.provider_tasks) as Arc<dyn TaskOwner>,
+            callback_url: self
+                .inner
+                .config
+                .function_callback_url(&spec.name, registered.created_at),
         };
         (hooks, replicas)
     }
