@@ -370,19 +370,13 @@ async fn check(row: &Row, metrics_require_auth: bool, problems: &mut Vec<String>
             continue;
         }
         let code = &answer.body["error"];
+        let challenge = answer.headers.get(header::WWW_AUTHENTICATE);
         match expected {
-            401 => {
-                if code != "UNAUTHENTICATED"
-                    || answer
-                        .headers
-                        .get(header::WWW_AUTHENTICATE)
-                        .is_none_or(|v| v != "Bearer")
-                {
-                    problems.push(format!(
-                        "{} {} as {who}: a 401 without its code or WWW-Authenticate: {:?} {}",
-                        row.method, row.template, answer.headers, answer.body
-                    ));
-                }
+            401 if code != "UNAUTHENTICATED" || challenge.is_none_or(|v| v != "Bearer") => {
+                problems.push(format!(
+                    "{} {} as {who}: a 401 without its code or WWW-Authenticate: {:?} {}",
+                    row.method, row.template, answer.headers, answer.body
+                ));
             }
             403 if code != "FORBIDDEN" => problems.push(format!(
                 "{} {} as {who}: a 403 without FORBIDDEN: {}",
@@ -479,7 +473,8 @@ async fn a_parked_attempt_is_completed_only_by_its_own_valid_credential() {
     assert!(path.ends_with(&format!("/{parked}:complete")), "{path}");
     let credential = path.split('/').nth(4).unwrap().to_owned();
     let done = json!({"success": true, "output": "forged"});
-    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             "no credential and no token",
             format!("/v1/internal/executions/{parked}:complete"),
