@@ -27,15 +27,23 @@ const LIMIT: usize = 1024;
 /// A function every sweep can aim at.
 const ECHO: &str = "echo";
 
-fn api() -> Api {
-    Api::new(ApiConfig {
+fn config() -> ApiConfig {
+    ApiConfig {
         max_body_bytes: LIMIT,
         ..ApiConfig::default()
-    })
+    }
+}
+
+fn api() -> Api {
+    Api::new(config())
 }
 
 async fn api_with_echo() -> Api {
-    let api = api();
+    api_with_echo_behind(api()).await
+}
+
+/// `api` with the function `echo` registered.
+async fn api_with_echo_behind(api: Api) -> Api {
     api.register(json!({"name": ECHO, "image": "nanofaas/echo", "executionMode": "LOCAL"}))
         .await;
     api

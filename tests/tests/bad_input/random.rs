@@ -73,7 +73,62 @@ fn random_body(rng: &mut Rng) -> Vec<u8> {
 
 #[tokio::test(start_paused = true)]
 async fn random_bodies_names_and_headers_never_get_a_5xx() {
-    let api = api_with_echo().await;
+    random_sweep(&api_with_echo().await).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_authentication_on_the_random_sweep_holds_for_an_admin() {
+    random_sweep(&api_with_echo_behind(Api::with_authentication(config())).await).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_authentication_on_a_stranger_s_random_requests_are_all_401_and_change_nothing() {
+    let api = api_with_echo_behind(Api::with_authentication(config()))
+        .await
+        .without_token();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for _ in 0..300 {
+        let uri = rng.pick(&[
+            "/v1/functions",
+            "/v1/functions/echo:invoke",
+            "/v1/functions/echo:enqueue",
+            "/v1/internal/executions/exec-1:complete",
+            "/v1/internal/executions/forged.credential/exec-1:complete",
+            "/v1/functions/echo",
+        ]);
+        let mut call = Call::post(uri).body("application/json", random_body(&mut rng));
+        if rng.below(2) == 0 {
+            let token: &str = rng.pick(&[
+                "",
+                "Bearer",
+                "Bearer ",
+                "Bearer wrong-token-12345678",
+                "Basic YTpi",
+            ]);
+            call = call.header("Authorization", token);
+        }
+        let answer = api.send(&call).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNAUTHORIZED,
+            "for {}",
+            call.describe()
+        );
+        assert_eq!(not_a_refusal(&answer), None, "for {}", call.describe());
+    }
+    assert_eq!(
+        api.issued_executions(),
+        [],
+        "a stranger created an execution"
+    );
+    assert_eq!(
+        api.scheduler.functions().len(),
+        1,
+        "a stranger changed the functions"
+    );
+}
+
+async fn random_sweep(api: &Api) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let segments = hostile_segments();
     let names: Vec<&str> = segments
@@ -107,6 +162,12 @@ async fn random_bodies_names_and_headers_never_get_a_5xx() {
             }
         }
         let answer = api.send(&call).await;
+        assert_ne!(
+            answer.status,
+            StatusCode::UNAUTHORIZED,
+            "{}",
+            call.describe()
+        );
         assert!(
             !answer.status.is_server_error(),
             "{} for {}",

@@ -255,7 +255,12 @@ pub(crate) struct Api {
     transcript: Mutex<String>,
     /// The parity case this harness pins snapshots for.
     case: Option<&'static str>,
+    /// With authentication on: the token every request carries unless it names one.
+    token: Option<&'static str>,
 }
+
+/// The `admin` token of [`Api::with_authentication`].
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-the-sweeps";
 
 impl Api {
     /// A harness with `config`, for tests that assert without snapshots.
@@ -300,7 +305,29 @@ impl Api {
             calls,
             transcript: Mutex::default(),
             case: None,
+            token: None,
         }
+    }
+
+    /// A harness with authentication on: one `admin` token, which every request
+    /// carries unless it sets `Authorization` itself; callbacks are signed.
+    pub(crate) fn with_authentication(config: ApiConfig) -> Self {
+        let key = auth::CallbackKey::from_bytes([9; 32]);
+        let tokens = auth::Tokens::parse(&format!("admin {ADMIN_TOKEN} sweeps")).unwrap();
+        let config = ApiConfig {
+            auth: Some(Arc::new(http_api::ApiAuth::new(tokens, key, false))),
+            ..config
+        };
+        Self {
+            token: Some(ADMIN_TOKEN),
+            ..Self::new(config)
+        }
+    }
+
+    /// The same harness, its requests sent without the token (what a stranger sends).
+    pub(crate) fn without_token(mut self) -> Self {
+        self.token = None;
+        self
     }
 
     /// A harness for the parity case `name`: its snapshots go to `snapshots/<name>/`.
@@ -344,7 +371,13 @@ impl Api {
     }
 
     /// Sends a request built by hand (e.g. with a streamed body).
-    pub(crate) async fn send_request(&self, request: Request<Body>) -> Answer {
+    pub(crate) async fn send_request(&self, mut request: Request<Body>) -> Answer {
+        if let Some(token) = self.token
+            && !request.headers().contains_key(header::AUTHORIZATION)
+        {
+            let bearer = HeaderValue::from_str(&format!("Bearer {token}")).expect("ASCII");
+            request.headers_mut().insert(header::AUTHORIZATION, bearer);
+        }
         let response = self
             .app
             .clone()
