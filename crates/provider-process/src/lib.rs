@@ -9,7 +9,8 @@
 //! wrote, and dispatching to the ready replicas (least in flight first). Nothing it
 //! starts outlives the control plane: every child leads its own group, killed with it
 //! when its owner lets go; the kernel kills the child if the control plane dies, and
-//! the next start kills what is left of its group (the [`ledger`] in `--data-dir`).
+//! the next start kills what is left of its group (a ledger of process groups in
+//! `--data-dir`).
 //!
 //! Must not know: queues, records or stores (the scheduler keeps the desired count and
 //! decides scaling), or HTTP routes. It spawns no task: its supervision runs in tasks
