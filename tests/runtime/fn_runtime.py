@@ -26,6 +26,9 @@ test. An input that is not an object, or has no "mode", is echoed.
   {"mode": "callback", "output": X,           hold the call until the test calls
    "after": "release"}                        POST /release/<execution id>, then post the
                                               callback, then answer 202
+  {"mode": "callback", "via": "env", ...}     as above, to $CALLBACK_URL (what a replica of
+                                              the process provider is given) instead of
+                                              X-Callback-Url
 
 GET /stats answers what the runtime saw: every call per execution (attempt and
 headers), the most invocations it ever ran at once, and the status each callback got.
@@ -194,7 +197,10 @@ class Handler(BaseHTTPRequestHandler):
         self.answer_json(payload)
 
     def callback(self, spec, execution_id):
-        callback_base = self.headers.get("X-Callback-Url")
+        if spec.get("via") == "env":
+            callback_base = os.environ.get("CALLBACK_URL")
+        else:
+            callback_base = self.headers.get("X-Callback-Url")
         attempt = self.headers.get("X-Dispatch-Attempt", "1")
         output = spec.get("output")
         if spec.get("after") == "answer":

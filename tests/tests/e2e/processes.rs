@@ -68,7 +68,7 @@ pub(crate) fn runtime_script() -> PathBuf {
 /// (a no-op when `cargo xtask ci` has built it already) and takes the executable's path
 /// from cargo's JSON messages, which also covers `CARGO_TARGET_DIR` and build-dir
 /// settings.
-fn control_plane_binary() -> &'static Path {
+pub(crate) fn control_plane_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
@@ -133,6 +133,14 @@ pub(crate) type Log = Lines<BufReader<ChildStdout>>;
 /// The `control-plane` binary with `args` (and free ports) as [`ControlPlane::start`]
 /// runs it, with its own `--data-dir` unless `args` name one or a `--store`.
 fn control_plane_command(args: &[&str]) -> (Command, Option<tempfile::TempDir>) {
+    control_plane_command_logging(args, "warn,control_plane=info")
+}
+
+/// [`control_plane_command`] with `RUST_LOG=<log_filter>`.
+fn control_plane_command_logging(
+    args: &[&str],
+    log_filter: &str,
+) -> (Command, Option<tempfile::TempDir>) {
     let mut command = Command::new(control_plane_binary());
     let names_its_store = args
         .iter()
@@ -152,7 +160,7 @@ fn control_plane_command(args: &[&str]) -> (Command, Option<tempfile::TempDir>) 
         .args(args)
         // Only the start and stop lines: nobody reads the log afterwards (unless a
         // test takes it), so it must stay far below what the pipe buffers.
-        .env("RUST_LOG", "warn,control_plane=info")
+        .env("RUST_LOG", log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -207,7 +215,17 @@ impl ControlPlane {
     /// endpoint answers. Its store is the default (SQLite) in a fresh directory of its
     /// own, unless `args` name a `--data-dir` or a `--store`.
     pub(crate) async fn start(args: &[&str], http: &reqwest::Client) -> Self {
-        let (mut command, data_dir) = control_plane_command(args);
+        Self::start_logging(args, "warn,control_plane=info", http).await
+    }
+
+    /// [`start`](Self::start) with `RUST_LOG=<log_filter>` (a test that reads more of
+    /// the log than the start and stop lines takes it with [`Self::take_log`]).
+    pub(crate) async fn start_logging(
+        args: &[&str],
+        log_filter: &str,
+        http: &reqwest::Client,
+    ) -> Self {
+        let (mut command, data_dir) = control_plane_command_logging(args, log_filter);
         let mut child = command.spawn().expect("the control-plane binary starts");
         let mut logs = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let mut startup = Vec::new();
