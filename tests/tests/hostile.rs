@@ -3,7 +3,9 @@
 //! storms, all at once -- while a well-behaved client keeps getting correct answers.
 //! Afterwards the control plane's memory is within a stated bound, and SIGTERM, with
 //! hostile connections still open and an execution still running, ends it within its
-//! grace.
+//! grace. It runs twice: open (loopback), and with authentication on, where the
+//! well-behaved client holds the admin token and a stranger's storm of every kind of
+//! change, without one, is all 401 and changes nothing.
 
 #[path = "e2e/processes.rs"]
 mod processes;
@@ -95,11 +97,14 @@ async fn slowloris(addr: &str) {
     assert_eq!(until_closed(&mut stream).await, "", "nothing is answered");
 }
 
-/// A 6 MiB body trickled a byte at a time: 408 `REQUEST_TIMEOUT`.
-async fn trickled_body(addr: &str) {
+/// A 6 MiB body trickled a byte at a time: 408 `REQUEST_TIMEOUT` (a caller the server
+/// would refuse is refused before its body is read, so it carries the token, if any).
+async fn trickled_body(addr: &str, token: Option<&str>) {
     let mut stream = TcpStream::connect(addr).await.expect("connects");
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     let head = format!(
-        "POST /v1/functions/echo:enqueue HTTP/1.1\r\nHost: hostile\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/functions/echo:enqueue HTTP/1.1\r\nHost: hostile\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         6 * 1024 * 1024
     );
     stream.write_all(head.as_bytes()).await.expect("sends");
@@ -128,11 +133,21 @@ async fn trickled_body(addr: &str) {
     assert!(answer.contains("\"REQUEST_TIMEOUT\""), "{answer}");
 }
 
-/// The API client every well-behaved and storming request goes through.
-fn client() -> reqwest::Client {
+/// The admin token of the run with authentication on.
+const ADMIN_TOKEN: &str = "the-hostile-tests-admin-token";
+
+/// The API client every well-behaved and storming request goes through, sending
+/// `token` with each.
+fn client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("a header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
         .no_proxy()
         .timeout(DEADLINE)
+        .default_headers(headers)
         .build()
         .expect("an HTTP client")
 }
@@ -257,6 +272,48 @@ async fn callback_storm(http: &reqwest::Client, api: &str, count: usize) {
     );
 }
 
+/// `count` requests of every kind of change without a token, or with a wrong or
+/// malformed one: every one is 401 `UNAUTHENTICATED`, and none changes anything (the
+/// caller checks the functions and the finished execution afterwards).
+async fn stranger_storm(api: &str, count: usize) {
+    let stranger = client(None);
+    let wrong = client(Some("a-token-nobody-was-given"));
+    let malformed = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(DEADLINE)
+        .build()
+        .expect("an HTTP client");
+    futures::stream::iter(0..count)
+        .for_each_concurrent(64, |i| {
+            let (stranger, wrong, malformed) = (&stranger, &wrong, &malformed);
+            async move {
+                let (method, path, body) = match i % 5 {
+                    0 => ("POST", "/v1/functions".to_owned(),
+                        json!({"name": format!("planted-{i}"), "image": "i", "executionMode": "LOCAL"})),
+                    1 => ("DELETE", "/v1/functions/echo".to_owned(), Value::Null),
+                    2 => ("POST", "/v1/functions/slow:enqueue".to_owned(), json!({"input": i})),
+                    3 => ("PUT", "/v1/functions/slow/replicas".to_owned(), json!({"replicas": 3})),
+                    _ => ("POST", format!("/v1/internal/executions/forged-{i}:complete"),
+                        json!({"success": true, "output": "forged"})),
+                };
+                let method: reqwest::Method = method.parse().expect("a method");
+                let request = match i % 3 {
+                    0 => stranger.request(method, format!("{api}{path}")),
+                    1 => wrong.request(method, format!("{api}{path}")),
+                    _ => malformed
+                        .request(method, format!("{api}{path}"))
+                        .header("Authorization", "Basic c3RyYW5nZXI6cGFzcw=="),
+                };
+                let response = request.json(&body).send().await.expect("the control plane answers");
+                let status = response.status();
+                let reply: Value = response.json().await.unwrap_or(Value::Null);
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {reply}");
+                assert_eq!(reply["error"], "UNAUTHENTICATED", "{path}: {reply}");
+            }
+        })
+        .await;
+}
+
 /// Opens `count` kept-alive connections, each answered once, then left idle.
 async fn idle_connections(addr: &str, count: usize) -> Vec<TcpStream> {
     futures::stream::iter(0..count)
@@ -292,9 +349,23 @@ async fn well_behaved(http: &reqwest::Client, api: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_leave_the_service_correct_its_memory_bounded_and_its_shutdown_prompt() {
-    let http = client();
+    hostile_clients_then_sigterm(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_authentication_on_hostile_clients_and_strangers_change_nothing() {
+    hostile_clients_then_sigterm(true).await;
+}
+
+async fn hostile_clients_then_sigterm(authenticated: bool) {
+    let token = authenticated.then_some(ADMIN_TOKEN);
+    let http = client(token);
     let grace = format!("PT{}S", GRACE.as_secs());
-    let args = [
+    let tokens_dir = tempfile::tempdir().expect("a temporary directory");
+    let tokens_file = tokens_dir.path().join("tokens");
+    std::fs::write(&tokens_file, format!("admin {ADMIN_TOKEN} hostile-tests\n"))
+        .expect("the tokens file is written");
+    let mut args = vec![
         "--http-header-read-timeout",
         "PT1S",
         "--http-body-read-timeout",
@@ -302,6 +373,12 @@ async fn hostile_clients_leave_the_service_correct_its_memory_bounded_and_its_sh
         "--shutdown-grace",
         &grace,
     ];
+    if authenticated {
+        args.extend([
+            "--auth-tokens-file",
+            tokens_file.to_str().expect("a UTF-8 path"),
+        ]);
+    }
     let (mut plane, runtime) = tokio::join!(ControlPlane::start(&args, &http), Runtime::start());
     let api = plane.api.clone();
     let addr = address(&plane);
@@ -320,13 +397,34 @@ async fn hostile_clients_leave_the_service_correct_its_memory_bounded_and_its_sh
     let storm = async {
         tokio::join!(
             futures::future::join_all((0..100).map(|_| slowloris(&addr))),
-            futures::future::join_all((0..10).map(|_| trickled_body(&addr))),
+            futures::future::join_all((0..10).map(|_| trickled_body(&addr, token))),
             oversized_heads_and_keys(&http, &api),
             replay_storm(&http, &api, 2000),
             callback_storm(&http, &api, 2000),
+            async {
+                if authenticated {
+                    stranger_storm(&api, 2000).await;
+                }
+            },
         )
     };
     tokio::join!(storm, well_behaved(&http, &api));
+    let functions: Value = http
+        .get(format!("{api}/v1/functions"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    let mut names: Vec<_> = functions
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|function| function["name"].as_str().expect("a name").to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["echo", "slow"], "the functions are as registered");
 
     let rss = resident_bytes(plane.pid());
     eprintln!(

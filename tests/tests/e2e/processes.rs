@@ -266,18 +266,28 @@ impl ControlPlane {
         self.child.id().expect("still running")
     }
 
-    /// Sends SIGTERM (through `sh`'s `kill`, so no `unsafe` and no extra crate).
+    /// Sends SIGTERM.
     #[allow(
         dead_code,
         reason = "this module is compiled into several test targets; durability.rs only kills"
     )]
     pub(crate) fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal named `name` (`TERM`, `HUP`) through `sh`'s `kill`, so no
+    /// `unsafe` and no extra crate.
+    #[allow(
+        dead_code,
+        reason = "this module is compiled into several test targets"
+    )]
+    pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.id().expect("still running").to_string();
         let status = std::process::Command::new("sh")
-            .args(["-c", "kill -TERM \"$1\"", "sh", &pid])
+            .args(["-c", "kill -\"$1\" \"$2\"", "sh", name, &pid])
             .status()
             .expect("sh runs");
-        assert!(status.success(), "kill -TERM {pid} failed");
+        assert!(status.success(), "kill -{name} {pid} failed");
     }
 
     /// Waits for the process to exit, within [`DEADLINE`].
