@@ -341,6 +341,41 @@ async fn a_replica_completes_through_its_callback_url_and_the_key_is_private() {
 }
 
 #[tokio::test]
+async fn a_one_shot_command_is_given_a_callback_url_for_its_own_attempt() {
+    let secured = Secured::start(&[]).await;
+    secured
+        .register(&json!({"name": "where-to", "image": "one-shot",
+            "executionMode": "DEPLOYMENT", "runtimeMode": "STDIO",
+            "command": ["sh", "-c", "cat >/dev/null; printf '\"%s\"' \"$CALLBACK_URL\""]}))
+        .await;
+    let answer = secured.invoke("where-to", &json!({})).await;
+    assert_eq!(answer["status"], "success", "{answer}");
+    let given = answer["output"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    let plain = secured.url("/v1/internal/executions/");
+    let credential = given
+        .strip_prefix(&plain)
+        .unwrap_or_else(|| panic!("{given} is not under {plain}"));
+    assert!(
+        credential.len() > 20 && !credential.contains('/'),
+        "one path segment of credential: {given}"
+    );
+
+    // Its attempt is over: the credential completes nothing any more.
+    let id = answer["executionId"].as_str().expect("an execution id");
+    let late = call(
+        secured
+            .http
+            .post(format!("{given}/{id}:complete"))
+            .json(&json!({"success": true, "output": "rewritten"})),
+    )
+    .await;
+    assert!(late.status.is_success(), "{}: {}", late.status, late.body);
+    assert_eq!(secured.execution(id).await["output"], answer["output"]);
+}
+
+#[tokio::test]
 async fn sighup_rereads_the_tokens_and_a_bad_file_keeps_them() {
     let mut secured = Secured::start_logging(&[], "warn,control_plane=info,audit=info").await;
     let mut log = secured.plane.take_log();
