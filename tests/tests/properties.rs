@@ -14,7 +14,8 @@ mod support;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use http_api::{ApiConfig, parse_iso_duration};
+use core_types::parse_iso_duration;
+use http_api::ApiConfig;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value, json};
@@ -497,7 +498,7 @@ proptest! {
     #[test]
     fn a_duration_reads_back_as_written(millis in 0u64..=u64::MAX / 1000) {
         let duration = Duration::from_millis(millis);
-        let text = http_api::format_iso_duration(duration);
+        let text = core_types::format_iso_duration(duration);
         prop_assert_eq!(parse_iso_duration(&text), Ok(duration), "{}", text);
     }
 }

@@ -250,7 +250,7 @@ impl RuntimeFlags {
 
 /// A strict ISO-8601 duration (`PT2S`, `PT0.5S`), zero or more.
 fn parse_wait(text: &str) -> Result<Duration, String> {
-    http_api::parse_iso_duration(text).map_err(|e| e.to_string())
+    core_types::parse_iso_duration(text).map_err(|e| e.to_string())
 }
 
 /// A strict ISO-8601 duration, positive.

@@ -158,6 +158,16 @@ pub struct FunctionSpec {
     pub scaling_config: Option<ScalingConfig>,
 }
 
+/// Reading a spec back (a client reading an answer) goes through the same validation
+/// as a registration, so a `FunctionSpec` is valid however it was made; an answer's
+/// resolved spec reads back unchanged.
+impl<'de> serde::Deserialize<'de> for FunctionSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let document = Value::deserialize(deserializer)?;
+        Self::from_json(&document).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Every problem found in a spec, one detail per field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ValidationErrors(pub Vec<ErrorDetail>);

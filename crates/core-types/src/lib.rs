@@ -2,7 +2,9 @@
 //!
 //! Owns: id newtypes ([`FunctionName`], [`ExecutionId`], ...), [`FunctionSpec`] with
 //! the defaults and validation rules of the HTTP contract, [`ExecutionState`] and its
-//! checked transition table, the request/response DTOs, the error codes, and the
+//! checked transition table, the request/response DTOs and the answers both sides of
+//! the API read ([`FunctionView`], [`RuntimeConfigView`], ISO-8601 durations), the
+//! error codes, and the
 //! ports the engine is written against: [`Dispatch`] (how an invocation reaches a
 //! function), [`Clock`] (what time it is), [`IdGenerator`], and
 //! [`DeploymentProvider`] (who runs `DEPLOYMENT` replicas).
@@ -28,6 +30,7 @@
 mod codes;
 mod deployment;
 mod dto;
+mod duration;
 mod execution;
 mod function;
 mod ids;
@@ -36,6 +39,7 @@ mod ports;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod time;
+mod views;
 mod wire;
 
 pub use codes::ErrorCode;
@@ -47,6 +51,7 @@ pub use dto::{
     CallbackResult, CompletionRequest, ErrorBody, ErrorDetail, ExecutionStatus, InvocationRequest,
     InvocationResponse,
 };
+pub use duration::{DurationError, format_iso_duration, parse_iso_duration};
 pub use execution::{ALLOWED_TRANSITIONS, ErrorInfo, ExecutionState, InvalidTransition};
 pub use function::{
     ExecutionMode, FunctionSpec, Resources, RuntimeMode, ScalingConfig, ScalingMetric,
@@ -59,4 +64,5 @@ pub use ports::{
     DispatchSuccess, IdGenerator, SystemClock,
 };
 pub use time::{DurationMs, Timestamp};
+pub use views::{FunctionView, ReplicasView, RuntimeConfigChange, RuntimeConfigView};
 pub use wire::{headers, is_json_media_type};

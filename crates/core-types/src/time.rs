@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Milliseconds since the Unix epoch. Eight bytes per instant keeps records small;
 /// it is shown as RFC 3339 text on the wire.
@@ -52,6 +52,18 @@ impl Serialize for Timestamp {
     }
 }
 
+impl<'de> Deserialize<'de> for Timestamp {
+    /// RFC 3339 text at or after the Unix epoch, as [`Serialize`] writes it (any
+    /// offset; instants finer than a millisecond are truncated).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let instant: jiff::Timestamp = text.parse().map_err(serde::de::Error::custom)?;
+        u64::try_from(instant.as_millisecond())
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom(format!("{text} is before 1970")))
+    }
+}
+
 /// On the wire a timestamp is RFC 3339 text, not the milliseconds it is kept as.
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Timestamp {
@@ -70,7 +82,9 @@ impl utoipa::PartialSchema for Timestamp {
 impl utoipa::ToSchema for Timestamp {}
 
 /// A span of time in whole milliseconds.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug, Serialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct DurationMs(pub u64);
 
@@ -95,6 +109,23 @@ mod tests {
             serde_json::to_string(&Timestamp::from_millis(1_795_780_800_250)).unwrap(),
             "\"2026-11-27T12:00:00.25Z\""
         );
+    }
+
+    #[test]
+    fn timestamps_read_back_as_written() {
+        for millis in [0, 250, 1_795_780_800_250] {
+            let text = serde_json::to_string(&Timestamp::from_millis(millis)).unwrap();
+            let back: Timestamp = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.as_millis(), millis, "{text}");
+        }
+        let offset: Timestamp = serde_json::from_str("\"2026-11-27T13:00:00.25+01:00\"").unwrap();
+        assert_eq!(offset.as_millis(), 1_795_780_800_250);
+        for refused in ["\"1969-12-31T23:59:59Z\"", "\"yesterday\"", "12"] {
+            assert!(
+                serde_json::from_str::<Timestamp>(refused).is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -20,10 +20,10 @@ use crate::body::parse_json;
 use crate::openapi::{
     EnqueueOperation, FunctionSpecInput, InvokeOperation, LivenessOperation, ReadinessOperation,
 };
-use crate::views::{Drained, FunctionView, Health};
+use crate::views::{Drained, Health, function_view};
 use crate::{ApiError, AppState};
 // Named by the `#[utoipa::path]` annotations.
-use core_types::{ErrorBody, ExecutionStatus};
+use core_types::{ErrorBody, ExecutionStatus, FunctionView};
 
 use core_types::headers::{IDEMPOTENCY_KEY, X_DISPATCH_ATTEMPT, X_TIMEOUT_MS, X_TRACE_ID};
 
@@ -92,7 +92,7 @@ pub(crate) async fn register_function(
     tracing::info!(function = %registered.spec.name, mode = ?registered.spec.execution_mode, "function registered");
     Ok((
         StatusCode::CREATED,
-        Json(FunctionView::of(&registered, &state.scheduler)),
+        Json(function_view(&registered, &state.scheduler)),
     )
         .into_response())
 }
@@ -111,7 +111,7 @@ pub(crate) async fn list_functions(State(state): State<AppState>) -> Json<Vec<Fu
     Json(
         functions
             .iter()
-            .map(|function| FunctionView::of(function, &state.scheduler))
+            .map(|function| function_view(function, &state.scheduler))
             .collect(),
     )
 }
@@ -136,7 +136,7 @@ pub(crate) async fn get_function(
         .scheduler
         .function(&name)
         .ok_or_else(|| function_not_found(&name))?;
-    Ok(Json(FunctionView::of(&function, &state.scheduler)))
+    Ok(Json(function_view(&function, &state.scheduler)))
 }
 
 /// `DELETE /v1/functions/{name}`.

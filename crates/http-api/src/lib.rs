@@ -77,8 +77,7 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 pub use metrics::{Metrics, PROMETHEUS_TEXT};
 pub use runtime_config::{
-    ConfigChangeError, DEFAULT_RATE_MAX_PER_SECOND, DurationError, InvalidRuntimeConfig,
-    RuntimeConfig, format_iso_duration, parse_iso_duration,
+    ConfigChangeError, DEFAULT_RATE_MAX_PER_SECOND, InvalidRuntimeConfig, RuntimeConfig,
 };
 pub use scheduler::Scheduler;
 use scheduler::{SchedulerConfig, SchedulerParts};

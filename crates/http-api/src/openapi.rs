@@ -22,13 +22,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use core_types::{
     CompletionRequest, ErrorBody, ErrorCode, ErrorDetail, ErrorInfo, ExecutionStatus, FunctionSpec,
-    InvocationRequest, InvocationResponse,
+    FunctionView, InvocationRequest, InvocationResponse,
 };
 use utoipa::openapi::path::{HttpMethod, PathItem};
 use utoipa::openapi::{OpenApi as Document, RefOr, Schema};
 use utoipa::{Modify, OpenApi, Path};
 
-use crate::views::{Drained, FunctionView, Health};
+use crate::views::{Drained, Health};
 use crate::{ApiError, handlers};
 
 /// `POST /v1/functions/{name}:invoke`, served by `function_action`.

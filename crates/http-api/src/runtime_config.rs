@@ -27,8 +27,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use core_types::ErrorBody;
-use core_types::{Clock, ErrorDetail, Timestamp};
-use serde::Serialize;
+use core_types::{
+    Clock, ErrorDetail, RuntimeConfigChange, RuntimeConfigView, format_iso_duration,
+    parse_iso_duration,
+};
 use serde_json::{Map, Value, json};
 
 use store::{ConfigStore, StoredConfig};
@@ -138,33 +140,6 @@ pub enum ConfigChangeError {
     },
 }
 
-/// Why a text is not an ISO-8601 duration the control plane accepts.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
-    /// Not ISO-8601 (friendly forms like `2s` are refused too).
-    #[error("not an ISO-8601 duration like PT2S or PT0.5S: {0}")]
-    Syntax(String),
-    /// Negative.
-    #[error("must not be negative")]
-    Negative,
-}
-
-/// Parses an ISO-8601 duration (`PT2S`, `PT0.5S`, `PT1M30S`) strictly: jiff's ISO
-/// parser, not its friendly one, so `2s` or `2 seconds` are refused like any typo.
-pub fn parse_iso_duration(text: &str) -> Result<Duration, DurationError> {
-    let parsed = jiff::fmt::temporal::SpanParser::new()
-        .parse_duration(text)
-        .map_err(|e| DurationError::Syntax(e.to_string()))?;
-    Duration::try_from(parsed).map_err(|_| DurationError::Negative)
-}
-
-/// The ISO-8601 text of `duration` (`PT2S`, `PT0.5S`).
-pub fn format_iso_duration(duration: Duration) -> String {
-    jiff::SignedDuration::try_from(duration)
-        .unwrap_or(jiff::SignedDuration::MAX)
-        .to_string()
-}
-
 /// The configuration in force, with the rate limiter built for it.
 #[derive(Debug)]
 pub(crate) struct Applied {
@@ -266,7 +241,7 @@ impl RuntimeConfig {
     /// The configuration as the JSON document a store keeps (the admin API's field
     /// names, without the revision).
     pub fn to_document(&self) -> String {
-        let mut view = json!(ConfigView::of(self, 0));
+        let mut view = json!(config_view(self, 0));
         if let Some(fields) = view.as_object_mut() {
             fields.remove("revision");
         }
@@ -427,54 +402,22 @@ fn duration(value: &Value) -> Result<Duration, String> {
     parse_iso_duration(text).map_err(|e| format!("{e}, got {text:?}"))
 }
 
-/// The wire view of the configuration in force.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = RuntimeConfigView)]
-pub(crate) struct ConfigView {
-    revision: u64,
-    rate_max_per_second: u32,
-    sync_queue_enabled: bool,
-    sync_queue_admission_enabled: bool,
-    #[schema(example = "PT2S")]
-    sync_queue_max_estimated_wait: String,
-    #[schema(example = "PT2S")]
-    sync_queue_max_queue_wait: String,
-    sync_queue_retry_after_seconds: u32,
-}
-
-impl From<&Applied> for ConfigView {
+impl From<&Applied> for RuntimeConfigView {
     fn from(applied: &Applied) -> Self {
-        Self::of(&applied.config, applied.revision)
+        config_view(&applied.config, applied.revision)
     }
 }
 
-impl ConfigView {
-    fn of(config: &RuntimeConfig, revision: u64) -> Self {
-        Self {
-            revision,
-            rate_max_per_second: config.rate_max_per_second,
-            sync_queue_enabled: config.sync_queue_enabled,
-            sync_queue_admission_enabled: config.sync_queue_admission_enabled,
-            sync_queue_max_estimated_wait: format_iso_duration(
-                config.sync_queue_max_estimated_wait,
-            ),
-            sync_queue_max_queue_wait: format_iso_duration(config.sync_queue_max_queue_wait),
-            sync_queue_retry_after_seconds: config.sync_queue_retry_after_seconds,
-        }
+fn config_view(config: &RuntimeConfig, revision: u64) -> RuntimeConfigView {
+    RuntimeConfigView {
+        revision,
+        rate_max_per_second: config.rate_max_per_second,
+        sync_queue_enabled: config.sync_queue_enabled,
+        sync_queue_admission_enabled: config.sync_queue_admission_enabled,
+        sync_queue_max_estimated_wait: format_iso_duration(config.sync_queue_max_estimated_wait),
+        sync_queue_max_queue_wait: format_iso_duration(config.sync_queue_max_queue_wait),
+        sync_queue_retry_after_seconds: config.sync_queue_retry_after_seconds,
     }
-}
-
-/// The answer to an applied `PATCH`.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = RuntimeConfigChange)]
-pub(crate) struct Change {
-    revision: u64,
-    effective_config: ConfigView,
-    applied_at: Timestamp,
-    change_id: String,
-    warnings: Vec<String>,
 }
 
 /// Settings that are accepted but will not do what the caller probably wants.
@@ -508,12 +451,12 @@ pub(crate) fn routes() -> Router<AppState> {
     tag = "admin",
     summary = "The runtime configuration in force (only with --admin-api)",
     responses(
-        (status = 200, description = "The configuration and its revision", body = ConfigView),
+        (status = 200, description = "The configuration and its revision", body = RuntimeConfigView),
     )
 )]
 pub(crate) async fn get_config(State(state): State<AppState>) -> Json<Value> {
     let applied = state.live_config().current();
-    Json(json!(ConfigView::from(&*applied)))
+    Json(json!(RuntimeConfigView::from(&*applied)))
 }
 
 /// `PATCH /v1/admin/runtime-config`.
@@ -527,7 +470,7 @@ pub(crate) async fn get_config(State(state): State<AppState>) -> Json<Value> {
                    Applies to live traffic at once; a refused patch changes nothing.",
     request_body = Object,
     responses(
-        (status = 200, description = "Applied", body = Change),
+        (status = 200, description = "Applied", body = RuntimeConfigChange),
         (status = 400, description = "`MALFORMED_JSON`, or `VALIDATION_ERROR` (wrong type, bad duration, missing `expectedRevision`)", body = ErrorBody),
         (status = 409, description = "`REVISION_MISMATCH`; the body also carries `currentRevision`", body = ErrorBody),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
@@ -546,9 +489,9 @@ pub(crate) async fn patch_config(
     let patch = Patch::from_json(&value, true).map_err(ApiError::invalid_all)?;
     let expected = patch.expected_revision.unwrap_or_default();
     let (applied, unchanged) = state.live_config().change(expected, &patch).await?;
-    let change = Change {
+    let change = RuntimeConfigChange {
         revision: applied.revision,
-        effective_config: ConfigView::from(&*applied),
+        effective_config: RuntimeConfigView::from(&*applied),
         applied_at: state.metrics().now(),
         change_id: uuid::Uuid::now_v7().to_string(),
         warnings: warnings(&applied.config, unchanged),
@@ -597,23 +540,6 @@ pub(crate) async fn validate_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_are_strict_iso_8601() {
-        assert_eq!(parse_iso_duration("PT2S"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_iso_duration("PT0.5S"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_iso_duration("PT1M30S"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_iso_duration("PT0S"), Ok(Duration::ZERO));
-        for friendly in ["2s", "2 seconds", "", "P", "soon"] {
-            assert!(
-                matches!(parse_iso_duration(friendly), Err(DurationError::Syntax(_))),
-                "{friendly:?} was accepted"
-            );
-        }
-        assert_eq!(parse_iso_duration("-PT1S"), Err(DurationError::Negative));
-        assert_eq!(format_iso_duration(Duration::from_secs(2)), "PT2S");
-        assert_eq!(format_iso_duration(Duration::from_millis(500)), "PT0.5S");
-    }
 
     #[test]
     fn a_patch_reports_every_semantic_problem_at_once() {
