@@ -21,9 +21,16 @@ use crate::drain::Drain;
 ///
 /// [`reload`](Self::reload) swaps them for connections accepted from then on; a
 /// connection keeps what its handshake used.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerTls {
     config: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    /// Nothing of the configuration: it holds the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
 }
 
 /// Why a certificate and key cannot be served.
