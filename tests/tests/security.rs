@@ -388,13 +388,13 @@ async fn sighup_rereads_the_tokens_and_a_bad_file_keeps_them() {
 
     let replaced = TOKENS.replace(READER, NEW_READER);
     std::fs::write(secured.tokens_file(), replaced).expect("the tokens file is rewritten");
-    secured.plane.signal("HUP");
+    secured.plane.hangup();
     log_line_with(&mut log, &["tokens reloaded"]).await;
     assert_eq!(status_with(NEW_READER).await, StatusCode::OK);
     assert_eq!(status_with(READER).await, UNAUTHENTICATED);
 
     std::fs::write(secured.tokens_file(), "admin tiny-tok\n").expect("a bad tokens file");
-    secured.plane.signal("HUP");
+    secured.plane.hangup();
     let refusal = log_line_with(&mut log, &["was not reloaded"]).await;
     assert!(
         !refusal.contains("tiny-tok"),

@@ -7,8 +7,10 @@
 //! serving), serving
 //! [`http_api::router`] on the API listener and [`http_api::management_router`] on the
 //! management listener (the same [`http_api::Metrics`] observing the scheduler and
-//! serving `/actuator/prometheus`) through [`http_server::serve`] with the HTTP limits,
-//! and graceful shutdown on SIGINT/SIGTERM: [`scheduler::Scheduler::shutdown`] refuses
+//! serving `/actuator/prometheus`) through [`http_server::serve`] with the HTTP limits
+//! (the API listener over TLS with `--tls-cert`/`--tls-key`, see `security.rs`),
+//! reloads on SIGHUP (the tokens file, the certificate and key), and graceful shutdown
+//! on SIGINT/SIGTERM: [`scheduler::Scheduler::shutdown`] refuses
 //! new invocations and lets in-flight work finish within the grace while both listeners
 //! still accept (runtimes report results through `:complete`), then the listeners drain.
 //!
@@ -116,7 +118,7 @@ struct Args {
     #[arg(long, env = "CONTROL_PLANE_MAX_BODY_BYTES", default_value_t = http_api::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
     /// Base URL runtimes call back (`<base>/<id>:complete`); default
-    /// `http://<bound api addr>/v1/internal/executions`.
+    /// `http://<bound api addr>/v1/internal/executions`, `https://` with --tls-cert.
     #[arg(long, env = "CONTROL_PLANE_CALLBACK_BASE_URL")]
     callback_base_url: Option<String>,
     /// After SIGINT/SIGTERM, how long in-flight dispatches may still finish (ISO-8601).
@@ -277,6 +279,23 @@ fn dispatch_roots(file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, S
     })
 }
 
+/// The base of the callback URLs runtimes are given: `--callback-base-url`, else the
+/// bound API address in the API's own scheme (a runtime calling a TLS listener over
+/// plain HTTP would only ever be closed).
+fn callback_base_url(given: Option<String>, api_scheme: &str, api_addr: SocketAddr) -> String {
+    let Some(given) = given else {
+        return format!("{api_scheme}://{api_addr}/v1/internal/executions");
+    };
+    if api_scheme == "https" && given.starts_with("http://") {
+        // A TLS-terminating proxy in between may make it right; say so, do not refuse.
+        tracing::warn!(
+            callback_base_url = given,
+            "the API listener speaks only TLS but --callback-base-url is http://: runtimes reach it only through something that adds TLS"
+        );
+    }
+    given
+}
+
 /// A size flag as bytes (saturating on 32-bit targets).
 fn bytes(size: bytesize::ByteSize) -> usize {
     usize::try_from(size.as_u64()).unwrap_or(usize::MAX)
@@ -345,14 +364,18 @@ async fn run(args: Args) -> std::io::Result<()> {
         .security
         .load(&args.store.data_dir)
         .map_err(std::io::Error::other)?;
+    let tls = args.security.load_tls().map_err(std::io::Error::other)?;
     let api_listener = TcpListener::bind(args.api_addr).await?;
     let management_listener = TcpListener::bind(args.management_addr).await?;
     let api_addr = api_listener.local_addr()?;
     let management_addr = management_listener.local_addr()?;
+    let api_scheme = if tls.is_some() { "https" } else { "http" };
+    let api_listener = match &tls {
+        Some(tls) => http_server::Listener::tls(api_listener, tls.clone()),
+        None => http_server::Listener::plain(api_listener),
+    };
 
-    let callback_base_url = args
-        .callback_base_url
-        .unwrap_or_else(|| format!("http://{api_addr}/v1/internal/executions"));
+    let callback_base_url = callback_base_url(args.callback_base_url, api_scheme, api_addr);
     let pool = PoolDispatcher::with_config(PoolConfig {
         extra_root_certificates,
         ..PoolConfig::default()
@@ -426,6 +449,7 @@ async fn run(args: Args) -> std::io::Result<()> {
     let management = http_api::management_router(state);
     tracing::info!(
         %api_addr,
+        api_url = %format_args!("{api_scheme}://{api_addr}"),
         %management_addr,
         scheduler = ?args.scheduler,
         callback_base_url,
@@ -449,9 +473,14 @@ async fn run(args: Args) -> std::io::Result<()> {
     };
     let drain_limit = DRAIN_LIMIT.min(grace);
     let reloads = async {
-        if let Some(security) = &security {
+        if security.is_some() || tls.is_some() {
             signals::on_hangup(drain.cancelled(), || {
-                args.security.reload_tokens(&security.auth);
+                if let Some(security) = &security {
+                    args.security.reload_tokens(&security.auth);
+                }
+                if let Some(tls) = &tls {
+                    args.security.reload_tls(tls);
+                }
             })
             .await;
         }
@@ -569,6 +598,21 @@ mod tests {
         assert_eq!(args.http.to_limits().unwrap(), HttpLimits::default());
         assert_eq!(args.runtime.to_config().unwrap(), RuntimeConfig::default());
         assert_eq!(args.runtime.rate_max_per_second, 100_000);
+    }
+
+    #[test]
+    fn the_default_callback_url_speaks_the_api_listener_s_scheme() {
+        let addr: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        assert_eq!(
+            callback_base_url(None, "https", addr),
+            "https://127.0.0.1:8443/v1/internal/executions"
+        );
+        assert_eq!(
+            callback_base_url(None, "http", addr),
+            "http://127.0.0.1:8443/v1/internal/executions"
+        );
+        let given = "https://cp.example:443/v1/internal/executions".to_owned();
+        assert_eq!(callback_base_url(Some(given.clone()), "http", addr), given);
     }
 
     #[test]

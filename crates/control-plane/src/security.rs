@@ -1,5 +1,6 @@
 //! Who may call the control plane (`--auth-tokens-file`), what is served open
-//! (`--allow-unauthenticated`, `--metrics-require-auth`), and the reload on SIGHUP.
+//! (`--allow-unauthenticated`, `--metrics-require-auth`), TLS on the API listener
+//! (`--tls-cert`, `--tls-key`), and the reload of tokens and certificate on SIGHUP.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use auth::{CallbackKey, Tokens};
 use http_api::ApiAuth;
+use http_server::ServerTls;
 
 /// The file the callback key lives in, inside `--data-dir`.
 const CALLBACK_KEY_FILE: &str = "callback.key";
@@ -24,6 +26,28 @@ pub(crate) struct SecurityFlags {
     /// `/actuator/prometheus` needs a `reader` (or `admin`) token too.
     #[arg(long, env = "CONTROL_PLANE_METRICS_REQUIRE_AUTH")]
     metrics_require_auth: bool,
+    /// Serve the API over TLS (HTTPS only) with this certificate chain: PEM, the
+    /// server's certificate first, then any intermediates; needs --tls-key. Re-read on
+    /// SIGHUP. Runtimes then call back over https, so they must trust it (its CA) and it
+    /// must name the callback URL's host (by default the bound API address, an IP).
+    /// The management listener stays plain HTTP. TLS does not replace authentication:
+    /// off loopback, --auth-tokens-file (or --allow-unauthenticated) is still needed.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; may be the same
+    /// file); re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 /// Authentication as the flags turn it on.
@@ -34,6 +58,7 @@ pub(crate) struct Security {
 
 impl SecurityFlags {
     /// Refuses to serve the API open to the network unless told to; warns when told.
+    /// TLS changes nothing here: it hides the traffic, not who may send it.
     pub(crate) fn check_exposure(&self, api_addr: SocketAddr) -> Result<(), String> {
         if self.auth_tokens_file.is_some() || api_addr.ip().is_loopback() {
             return Ok(());
@@ -79,6 +104,45 @@ impl SecurityFlags {
             auth: Arc::new(ApiAuth::new(tokens, key.clone(), self.metrics_require_auth)),
             key,
         }))
+    }
+
+    /// The API listener's certificate and key, when TLS is on; a pair that cannot be
+    /// served stops the start, with its reason.
+    pub(crate) fn load_tls(&self) -> Result<Option<ServerTls>, String> {
+        let Some((certificate, key)) = self.tls_files() else {
+            return Ok(None);
+        };
+        let tls = ServerTls::from_pem_files(certificate, key)
+            .map_err(|error| format!("--tls-cert/--tls-key: {error}"))?;
+        tracing::info!(
+            certificate = %certificate.display(),
+            key = %key.display(),
+            "TLS on for the API listener"
+        );
+        Ok(Some(tls))
+    }
+
+    /// Re-reads the certificate and key into `tls` for new connections; a pair that
+    /// cannot be served keeps the one in force, and says why.
+    pub(crate) fn reload_tls(&self, tls: &ServerTls) {
+        let Some((certificate, key)) = self.tls_files() else {
+            return;
+        };
+        match tls.reload(certificate, key) {
+            Ok(()) => tracing::info!(
+                certificate = %certificate.display(),
+                "TLS certificate reloaded"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                "the TLS certificate was not reloaded; the one in force stays"
+            ),
+        }
+    }
+
+    /// `--tls-cert` and `--tls-key`: clap has made sure they come together.
+    fn tls_files(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 
     /// Re-reads the tokens file into `auth`; a file that cannot be used keeps the
@@ -138,6 +202,55 @@ mod tests {
         );
         let with_tokens = flags(&["--auth-tokens-file", "/nonexistent"]);
         assert!(with_tokens.check_exposure(anywhere).is_ok());
+    }
+
+    #[test]
+    fn tls_is_not_authentication_for_the_exposure_check() {
+        let anywhere: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let tls = [
+            "--tls-cert",
+            "/nonexistent.crt",
+            "--tls-key",
+            "/nonexistent.key",
+        ];
+        let refused = flags(&tls).check_exposure(anywhere).unwrap_err();
+        assert!(refused.contains("without authentication"), "{refused}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_files_that_can_be_served() {
+        for half in [&["--tls-cert", "a.crt"][..], &["--tls-key", "a.key"]] {
+            let error =
+                Flags::try_parse_from(std::iter::once("control-plane").chain(half.iter().copied()))
+                    .unwrap_err()
+                    .to_string();
+            let other = if half[0] == "--tls-cert" {
+                "--tls-key"
+            } else {
+                "--tls-cert"
+            };
+            assert!(error.contains(other), "{half:?}: {error}");
+        }
+        assert!(flags(&[]).load_tls().unwrap().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.crt");
+        let key = dir.path().join("server.key");
+        std::fs::write(&key, "no key here\n").unwrap();
+        let error = flags(&[
+            "--tls-cert",
+            missing.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .load_tls()
+        .err()
+        .unwrap();
+        assert!(
+            error.starts_with("--tls-cert/--tls-key: cannot read ")
+                && error.contains("missing.crt"),
+            "{error}"
+        );
     }
 
     #[test]

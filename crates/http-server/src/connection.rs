@@ -26,10 +26,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use crate::HttpLimits;
 use crate::body::DeadlineBody;
 use crate::drain::Drain;
-use crate::refusal;
+use crate::tls::{self, ServerTls};
+use crate::{HttpLimits, refusal};
 
 /// Where a connection is between requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,13 +137,14 @@ impl PhaseTimeouts {
     }
 }
 
-/// The socket, telling the state when bytes arrive.
-struct Watched {
-    stream: TcpStream,
+/// The connection's stream (the socket, or the TLS session over it), telling the state
+/// when bytes of HTTP arrive.
+struct Watched<T> {
+    stream: T,
     state: Arc<ConnState>,
 }
 
-impl AsyncRead for Watched {
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -158,7 +159,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -208,19 +209,49 @@ enum End {
 }
 
 /// Serves one connection until it ends, holding `_permit` (its place among the open
-/// connections) until then.
+/// connections) until then. With `tls`, the connection's task first makes the TLS
+/// handshake, within the head deadline (the time a client has to send its first request
+/// counts from the connection's start) and ended by the drain.
 pub(crate) async fn serve_connection<S>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
     limits: Arc<HttpLimits>,
     draining: Drain,
+    tls: Option<ServerTls>,
     _permit: OwnedSemaphorePermit,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
     let state = Arc::new(ConnState::new());
+    let timeouts = PhaseTimeouts::new(&limits);
+    match tls {
+        None => serve_http(stream, peer, service, limits, draining, state, timeouts).await,
+        Some(tls) => {
+            let deadline = state.instant(timeouts.head_ms);
+            if let Some(stream) = tls::handshake(stream, peer, &tls, deadline, &draining).await {
+                serve_http(stream, peer, service, limits, draining, state, timeouts).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `stream` until the connection ends: its phase deadlines, its
+/// drain.
+async fn serve_http<T, S>(
+    stream: T,
+    peer: SocketAddr,
+    service: S,
+    limits: Arc<HttpLimits>,
+    draining: Drain,
+    state: Arc<ConnState>,
+    timeouts: PhaseTimeouts,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
     let io = TokioIo::new(Watched {
         stream,
         state: Arc::clone(&state),
@@ -246,7 +277,6 @@ pub(crate) async fn serve_connection<S>(
         .max_buf_size(head_cap.max(HYPER_DEFAULT_BUFFER))
         .serve_connection(io, per_request);
     let mut connection = pin!(connection);
-    let timeouts = PhaseTimeouts::new(&limits);
     let mut armed_ms = timeouts.head_ms;
     let mut watchdog = pin!(tokio::time::sleep_until(state.instant(armed_ms)));
     // Polled again only after it was moved or once it has fired: a timer that has

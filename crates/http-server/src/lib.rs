@@ -1,16 +1,20 @@
-//! The HTTP edge: serves a tower service (the API's `Api`) on a TCP listener with the
-//! limits a public service needs, and drains it at shutdown.
+//! The HTTP edge: serves a tower service (the API's `Api`) on a TCP listener, in plain
+//! HTTP or over TLS, with the limits a public service needs, and drains it at shutdown.
 //!
 //! Owns: accepting connections (at most [`HttpLimits::max_connections`] open; beyond it
-//! new ones wait in the listener's backlog until one closes), HTTP/1.1 on each (hyper),
-//! the deadlines of a connection (a complete request head within
-//! [`HttpLimits::header_read_timeout`], the next request within
-//! [`HttpLimits::idle_timeout`] of the last answer, a request body within
-//! [`HttpLimits::body_read_timeout`], else 408), the head size limit (431), the
-//! connection tasks (each owned by the server, all ended before [`serve`] returns), and
+//! new ones wait in the listener's backlog until one closes); TLS when the [`Listener`]
+//! has a [`ServerTls`] (rustls on ring, TLS 1.2 and 1.3, ALPN `http/1.1` only; the
+//! certificate and key read from PEM files, swapped for new connections by
+//! [`ServerTls::reload`]; each handshake made in its connection's task, never in the
+//! accept loop); HTTP/1.1 on each connection (hyper); the deadlines of a connection (a
+//! complete request head within [`HttpLimits::header_read_timeout`] of its start, the
+//! TLS handshake included, or of a kept-alive request's first byte; the next request
+//! within [`HttpLimits::idle_timeout`] of the last answer; a request body within
+//! [`HttpLimits::body_read_timeout`], else 408); the head size limit (431); the
+//! connection tasks (each owned by the server, all ended before [`serve`] returns); and
 //! the drain: when told to stop, the listener closes, idle connections and connections
-//! still sending a head close at once, and requests being answered get
-//! [`serve`]'s `drain_limit` to finish.
+//! still in their handshake or sending a head close at once, and requests being
+//! answered get [`serve`]'s `drain_limit` to finish.
 //!
 //! Must not know: routes, the engine, the stores. What it answers itself (408, 431) is
 //! the contract's JSON error body from core-types.
@@ -19,6 +23,9 @@ mod body;
 mod connection;
 mod drain;
 mod refusal;
+mod tls;
+
+pub use tls::{ServerTls, TlsError};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -112,19 +119,50 @@ pub enum InvalidLimits {
     NoConnections,
 }
 
+/// What [`serve`] accepts connections on: a bound TCP listener, and the TLS its
+/// connections begin with, if any (a plain listener converts from a [`TcpListener`]).
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<ServerTls>,
+}
+
+impl Listener {
+    /// Plain HTTP on `tcp`.
+    pub fn plain(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
+
+    /// HTTP over TLS on `tcp`: every connection first makes a handshake with the
+    /// certificate `tls` holds when that handshake begins, or is closed.
+    pub fn tls(tcp: TcpListener, tls: ServerTls) -> Self {
+        Self {
+            tcp,
+            tls: Some(tls),
+        }
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Self::plain(tcp)
+    }
+}
+
 /// How long to wait before accepting again after the listener failed (out of file
 /// descriptors, say): the condition passes only as connections close.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `service` on `listener` under `limits` until `stop` resolves, then drains:
-/// the listener is closed, idle connections and connections still sending a head are
-/// closed at once, and requests being answered get `drain_limit` to finish before
-/// their connections are closed too. Returns when every connection has ended.
+/// the listener is closed, idle connections, connections still in their TLS handshake
+/// and connections still sending a head are closed at once, and requests being
+/// answered get `drain_limit` to finish before their connections are closed too.
+/// Returns when every connection has ended.
 ///
 /// Before `stop`, new connections keep being accepted: a shutdown that still waits for
 /// runtimes' callbacks resolves `stop` only after that wait.
 pub async fn serve<S>(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     service: S,
     limits: HttpLimits,
     stop: impl Future<Output = ()>,
@@ -133,6 +171,7 @@ pub async fn serve<S>(
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
+    let Listener { tcp: listener, tls } = listener.into();
     let limits = Arc::new(limits);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let draining = drain::Drain::default();
@@ -164,6 +203,8 @@ pub async fn serve<S>(
                     service.clone(),
                     Arc::clone(&limits),
                     draining.clone(),
+                    // A clone of an `Arc`, or nothing: plain connections pay nothing.
+                    tls.clone(),
                     permit,
                 ));
             }

@@ -204,7 +204,8 @@ pub(crate) struct ControlPlane {
     logs: Option<Log>,
     /// What it logged before it said it listens.
     startup: Vec<String>,
-    /// `http://<api addr>`.
+    /// `http://<api addr>`, or `https://<api addr>` when it serves TLS (the listening
+    /// line's `api_url`).
     pub(crate) api: String,
     /// `http://<management addr>`.
     pub(crate) management: String,
@@ -234,9 +235,11 @@ impl ControlPlane {
                 startup.push(line.to_owned());
                 return None;
             }
-            let api = field(line, "api_addr").expect("the line names api_addr");
+            let api = field(line, "api_url").expect("the line names api_url");
+            // The management listener is always plain HTTP, so the health poll below
+            // needs no TLS even when the API serves it.
             let management = field(line, "management_addr").expect("it names management_addr");
-            Some((format!("http://{api}"), format!("http://{management}")))
+            Some((api.to_owned(), format!("http://{management}")))
         })
         .await;
 
@@ -275,8 +278,17 @@ impl ControlPlane {
         self.signal("TERM");
     }
 
-    /// Sends the signal named `name` (`TERM`, `HUP`) through `sh`'s `kill`, so no
-    /// `unsafe` and no extra crate.
+    /// Sends SIGHUP (the reload of the tokens file and the TLS certificate).
+    #[allow(
+        dead_code,
+        reason = "this module is compiled into several test targets; only tls.rs and security.rs reload"
+    )]
+    pub(crate) fn hangup(&self) {
+        self.signal("HUP");
+    }
+
+    /// Sends `SIG<name>` to the process, by its pid (through `sh`'s `kill`, so no
+    /// `unsafe` and no extra crate).
     #[allow(
         dead_code,
         reason = "this module is compiled into several test targets"
@@ -284,7 +296,7 @@ impl ControlPlane {
     pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.id().expect("still running").to_string();
         let status = std::process::Command::new("sh")
-            .args(["-c", "kill -\"$1\" \"$2\"", "sh", name, &pid])
+            .args(["-c", &format!("kill -{name} \"$1\""), "sh", &pid])
             .status()
             .expect("sh runs");
         assert!(status.success(), "kill -{name} {pid} failed");
@@ -370,9 +382,16 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     pub(crate) async fn start() -> Self {
+        Self::start_with_env(&[]).await
+    }
+
+    /// [`start`](Self::start) with `env` added to its environment (`SSL_CERT_FILE`: the
+    /// roots its callbacks to an `https` control plane trust).
+    pub(crate) async fn start_with_env(env: &[(&str, &str)]) -> Self {
         let script = runtime_script();
         let mut child = Command::new("python3")
             .arg(&script)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
