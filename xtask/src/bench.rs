@@ -325,7 +325,9 @@ impl Bench {
     fn start_bench_echo(&self, name: &'static str, args: &[String]) -> Result<Echo> {
         let log = self.out.join(format!("{name}.log"));
         let mut command = pinned_command(&self.bins.echo, self.pinning.servers);
-        command.args(args);
+        // bench-echo binds `PORT` when it has no port argument (as a replica); here it
+        // must take a free port whatever this shell exports.
+        command.args(args).env_remove("PORT");
         let mut guard = Guard::spawn(name, command, &log)?;
         let port = wait_for(
             &format!("{name}'s port"),
