@@ -10,14 +10,19 @@
 //!   `cat`, invoked sync; then `spawn-floor`, pinned where the control plane runs, starts
 //!   `cat` as many times at the same concurrency (stdin piped, the invocation's JSON
 //!   written, stdout read to its end, the exit waited for); ratios invocation / floor.
+//!   First on the fresh control plane, then once more after the warm rows have filled
+//!   its store with their records: the provider forks the control plane for every
+//!   command, and what a fork costs grows with the memory the child gets a copy of.
 //! - **scale from zero**: a `DEPLOYMENT` bench-echo with `minReplicas: 0` on a control
 //!   plane with short scaling windows; once it is at zero, one sync invocation, its
 //!   latency seen by the bench against the `initDurationMs` its execution record
 //!   reports (the replica's own start to ready), then one warm invocation; repeated,
 //!   waiting for zero in between.
 //!
-//! The replicas are the control plane's children, not the bench's: the kernel kills
-//! them with it (`PR_SET_PDEATHSIG`), and [`Replicas`] makes sure of it by pid.
+//! The replicas are the control plane's children, not the bench's: each control plane
+//! is stopped with SIGTERM at the end, so it stops them itself; on an error path it is
+//! killed and the kernel kills them with it (`PR_SET_PDEATHSIG`); either way
+//! [`Replicas`] makes sure by pid that none is left.
 
 use super::*;
 
@@ -46,6 +51,10 @@ const STDIO_CONCURRENCIES: [usize; 2] = [1, 16];
 
 /// How long a replica may take to be started, or to be gone.
 const REPLICA_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a control plane with nothing in flight may take to stop its replicas and
+/// exit after SIGTERM (its replicas, bench-echo, exit at SIGTERM at once).
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// One side of a comparison, one run or the medians of several.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -94,6 +103,8 @@ pub(super) struct PairRun {
     pub(super) repetition: usize,
     pub(super) base: Measure,
     pub(super) measured: Measure,
+    /// The control plane's VmRSS after the pair's runs.
+    pub(super) control_plane_rss_kb: u64,
 }
 
 /// The medians of a concurrency's repetitions, and their ratios.
@@ -104,6 +115,8 @@ pub(super) struct Pair {
     pub(super) base: Measure,
     pub(super) measured: Measure,
     pub(super) ratios: Ratios,
+    /// The highest of the repetitions.
+    pub(super) control_plane_rss_kb: u64,
 }
 
 /// The medians of `measures` (errors and requests summed).
@@ -145,6 +158,11 @@ pub(super) fn pairs(runs: &[PairRun]) -> Vec<Pair> {
                 ratios: Ratios::of(&measured, &base),
                 base,
                 measured,
+                control_plane_rss_kb: group
+                    .iter()
+                    .map(|run| run.control_plane_rss_kb)
+                    .max()
+                    .unwrap_or(0),
             }
         })
         .collect()
@@ -214,12 +232,15 @@ pub(super) fn cold_summary(starts: &[ColdStart]) -> Option<ColdSummary> {
 pub(super) struct DeploymentsReport {
     /// Base POOL, measured DEPLOYMENT.
     pub(super) warm: Vec<Pair>,
-    /// Base the spawn + exit floor, measured the STDIO invocation.
+    /// Base the spawn + exit floor, measured the STDIO invocation: on the fresh
+    /// control plane, and on the same one after the warm rows.
     pub(super) stdio: Vec<Pair>,
+    pub(super) stdio_after_warm: Vec<Pair>,
     pub(super) cold: Vec<ColdStart>,
     pub(super) cold_summary: Option<ColdSummary>,
     pub(super) warm_runs: Vec<PairRun>,
     pub(super) stdio_runs: Vec<PairRun>,
+    pub(super) stdio_after_warm_runs: Vec<PairRun>,
 }
 
 /// Errors, sides without throughput, and invocations at zero that were no cold start.
@@ -228,6 +249,11 @@ pub(super) fn problems(report: &DeploymentsReport) -> Vec<String> {
     let sides = [
         ("POOL", "DEPLOYMENT", &report.warm),
         ("the floor", "STDIO", &report.stdio),
+        (
+            "the floor",
+            "STDIO after the warm rows",
+            &report.stdio_after_warm,
+        ),
     ];
     for (base_name, measured_name, pairs) in sides {
         for pair in pairs {
@@ -294,6 +320,14 @@ pub(super) fn names_function(environ: &[u8], function: &str) -> bool {
         .any(|variable| variable == wanted.as_bytes())
 }
 
+/// The runs of [`Bench::warm_and_stdio`].
+#[derive(Debug)]
+struct WarmAndStdio {
+    warm: Vec<PairRun>,
+    stdio: Vec<PairRun>,
+    stdio_after_warm: Vec<PairRun>,
+}
+
 /// The replica processes the bench has seen: the control plane stops them, and the
 /// kernel kills them with it; dropped after the control plane, this waits (bounded)
 /// until each is gone and kills by pid any that is not, so none outlives the bench.
@@ -336,7 +370,7 @@ impl Bench {
     /// The three kinds of rows, each on a control plane of its own.
     pub(super) fn deployments(&self, mode: Mode) -> Result<DeploymentsReport> {
         let started = Instant::now();
-        let (warm_runs, stdio_runs) = self.warm_and_stdio()?;
+        let runs = self.warm_and_stdio()?;
         let cold = self.cold_starts(if mode == Mode::Quick { 2 } else { 5 })?;
         // What these rows add to a run (CI keeps an eye on the quick one's).
         println!(
@@ -344,12 +378,14 @@ impl Bench {
             started.elapsed().as_secs_f64()
         );
         Ok(DeploymentsReport {
-            warm: pairs(&warm_runs),
-            stdio: pairs(&stdio_runs),
+            warm: pairs(&runs.warm),
+            stdio: pairs(&runs.stdio),
+            stdio_after_warm: pairs(&runs.stdio_after_warm),
             cold_summary: cold_summary(&cold),
             cold,
-            warm_runs,
-            stdio_runs,
+            warm_runs: runs.warm,
+            stdio_runs: runs.stdio,
+            stdio_after_warm_runs: runs.stdio_after_warm,
         })
     }
 
@@ -425,9 +461,9 @@ impl Bench {
         })
     }
 
-    /// POOL and DEPLOYMENT at every concurrency, then STDIO against its floor, on one
-    /// control plane.
-    fn warm_and_stdio(&self) -> Result<(Vec<PairRun>, Vec<PairRun>)> {
+    /// STDIO against its floor, POOL and DEPLOYMENT at every concurrency, and STDIO
+    /// once more at concurrency 1, on one control plane.
+    fn warm_and_stdio(&self) -> Result<WarmAndStdio> {
         let echo = self.start_bench_echo("bench-echo-warm", &[])?;
         let mut replicas = Replicas::default();
         let mut control_plane = self.replica_plane("control-plane-deployments.log", &[])?;
@@ -449,6 +485,14 @@ impl Bench {
         let replica = self.until_replicas(&mut control_plane, DEPLOYMENT_FUNCTION, 1)?;
         replicas.add(replica.iter().copied());
         let replica = replica[0];
+
+        // Before the warm rows, whose records would make every fork dearer.
+        let mut stdio = Vec::new();
+        for repetition in 1..=self.plan.repetitions {
+            for concurrency in STDIO_CONCURRENCIES {
+                stdio.push(self.stdio_pair(&control_plane, concurrency, repetition)?);
+            }
+        }
 
         let mut warm = Vec::new();
         for repetition in 1..=self.plan.repetitions {
@@ -490,38 +534,51 @@ impl Bench {
                     repetition,
                     base: pool,
                     measured: deployment,
+                    control_plane_rss_kb: memory_of(control_plane.guard.pid())?.rss_kb,
                 });
             }
         }
 
-        let mut stdio = Vec::new();
-        for repetition in 1..=self.plan.repetitions {
-            for concurrency in STDIO_CONCURRENCIES {
-                let invocation =
-                    self.invoke_load(&control_plane, STDIO_FUNCTION, None, concurrency)?;
-                let floor = self.spawn_floor(invocation.requests, concurrency)?;
-                println!(
-                    "bench: [{repetition}/{}] STDIO cat  c={concurrency:<3} floor {:>6.0}/s p50 {:>7.1} us | invocation {:>6.0}/s p50 {:>7.1} us  errors {}",
-                    self.plan.repetitions,
-                    floor.req_per_sec,
-                    floor.p50_us,
-                    invocation.req_per_sec,
-                    invocation.p50_us,
-                    floor.errors + invocation.errors
-                );
-                stdio.push(PairRun {
-                    concurrency,
-                    repetition,
-                    base: floor,
-                    measured: invocation,
-                });
-            }
-        }
+        let stdio_after_warm = vec![self.stdio_pair(&control_plane, 1, 1)?];
         control_plane.guard.still_running()?;
+        control_plane.guard.terminate(STOP_WAIT);
         drop(control_plane);
         drop(replicas);
         drop(echo);
-        Ok((warm, stdio))
+        Ok(WarmAndStdio {
+            warm,
+            stdio,
+            stdio_after_warm,
+        })
+    }
+
+    /// One STDIO run at `concurrency` and its floor.
+    fn stdio_pair(
+        &self,
+        control_plane: &ControlPlane,
+        concurrency: usize,
+        repetition: usize,
+    ) -> Result<PairRun> {
+        let invocation = self.invoke_load(control_plane, STDIO_FUNCTION, None, concurrency)?;
+        let control_plane_rss_kb = memory_of(control_plane.guard.pid())?.rss_kb;
+        let floor = self.spawn_floor(invocation.requests, concurrency)?;
+        println!(
+            "bench: [{repetition}/{}] STDIO cat  c={concurrency:<3} floor {:>6.0}/s p50 {:>7.1} us | invocation {:>6.0}/s p50 {:>7.1} us (control plane RSS {:.1} MiB)  errors {}",
+            self.plan.repetitions,
+            floor.req_per_sec,
+            floor.p50_us,
+            invocation.req_per_sec,
+            invocation.p50_us,
+            mib(control_plane_rss_kb),
+            floor.errors + invocation.errors
+        );
+        Ok(PairRun {
+            concurrency,
+            repetition,
+            base: floor,
+            measured: invocation,
+            control_plane_rss_kb,
+        })
     }
 
     /// loadgen's closed loop of sync invocations of `function`, watching the control
@@ -664,6 +721,7 @@ impl Bench {
             starts.push(start);
         }
         control_plane.guard.still_running()?;
+        control_plane.guard.terminate(STOP_WAIT);
         drop(control_plane);
         drop(replicas);
         Ok(starts)

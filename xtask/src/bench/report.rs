@@ -145,16 +145,22 @@ pub(super) fn deployments_markdown(report: &DeploymentsReport) -> String {
          pinned where the control plane runs: `cat` started with stdin and stdout piped, \
          the invocation's JSON written, stdout read to its end, the exit waited for. \
          I/F is the invocation over the floor. Spawner CPU: the floor's own, the control \
-         plane's (neither counts the `cat`s; theirs is the floor's children's).\n\n\
+         plane's (neither counts the `cat`s; theirs is the floor's children's). The rows \
+         run on the fresh control plane, then once more after the warm rows, when it \
+         holds their records (RSS: the control plane's after the invocations).\n\n\
          | conc | spawns | floor /s | invocations/s | /s I/F | floor p50 us | invocation p50 us \
          | p50 I/F | floor p99 us | invocation p99 us | p99 I/F | spawner CPU us floor / CP | \
-         `cat` CPU us |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+         `cat` CPU us | CP RSS MiB |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
-    for pair in &report.stdio {
+    let after_warm = report
+        .stdio_after_warm
+        .iter()
+        .map(|pair| (pair, ", after the warm rows"));
+    for (pair, when) in report.stdio.iter().map(|pair| (pair, "")).chain(after_warm) {
         let (floor, invocation, ratios) = (&pair.base, &pair.measured, &pair.ratios);
         let _ = writeln!(
             text,
-            "| {} | {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} / {:.1} | {} |",
+            "| {}{when} | {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} / {:.1} | {} | {:.1} |",
             pair.concurrency,
             floor.requests,
             floor.req_per_sec,
@@ -169,6 +175,7 @@ pub(super) fn deployments_markdown(report: &DeploymentsReport) -> String {
             floor.driver_cpu_us,
             invocation.driver_cpu_us,
             optional(floor.function_cpu_us, 1),
+            mib(pair.control_plane_rss_kb),
         );
     }
     text.push_str(

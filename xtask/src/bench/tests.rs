@@ -192,6 +192,7 @@ fn pair_run(
         repetition,
         base,
         measured,
+        control_plane_rss_kb: 10_240 * repetition as u64,
     }
 }
 
@@ -226,6 +227,7 @@ fn pairs_take_medians_per_side_and_ratios_of_measured_over_base() {
     assert_eq!(sixteen.base.req_per_sec, 200.0);
     assert_eq!(sixteen.measured.p50_us, 22.0);
     assert_eq!(sixteen.base.requests, 3_000, "requests are summed");
+    assert_eq!(sixteen.control_plane_rss_kb, 30_720, "the highest RSS");
     let ratios = &sixteen.ratios;
     assert!((ratios.req_per_sec.unwrap() - 0.9).abs() < 1e-9);
     assert!((ratios.p50.unwrap() - 1.1).abs() < 1e-9);
@@ -280,6 +282,12 @@ fn errors_no_throughput_and_a_missing_cold_start_are_problems() {
             measure(0.0, 0.0, 0.0),
         )]),
         stdio: deployments::pairs(&[pair_run(16, 1, failing, measure(50.0, 20.0, 2.0))]),
+        stdio_after_warm: deployments::pairs(&[pair_run(
+            1,
+            1,
+            measure(50.0, 20.0, 2.0),
+            measure(5.0, 200.0, 20.0),
+        )]),
         cold: vec![cold(12.0, Some(10), 0.5), cold(12.0, None, 0.5)],
         ..DeploymentsReport::default()
     };
@@ -292,6 +300,10 @@ fn errors_no_throughput_and_a_missing_cold_start_are_problems() {
     let text = deployments_markdown(&report);
     assert!(text.contains("| 1 | 100 | 0 | 0.00 |"), "{text}");
     assert!(text.contains("| 2 | 12.0 | - | - | 0.5 | - |"), "{text}");
+    assert!(
+        text.contains("| 1, after the warm rows | 1000 | 50 | 5 | 0.10 |"),
+        "{text}"
+    );
     assert!(deployments::problems(&DeploymentsReport::default()).is_empty());
 }
 
