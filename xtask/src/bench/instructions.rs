@@ -71,7 +71,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         "--instr-atstart=no".to_owned(),
         format!("--callgrind-out-file={}", dumps.display()),
     ];
-    let control_plane = bench.start_control_plane_under(
+    let mut control_plane = bench.start_control_plane_under(
         "control-plane-callgrind.log",
         &valgrind,
         &bench
@@ -150,6 +150,8 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         );
         counted.push(result);
     }
+    // Stopped, not killed: it stops its replica itself (under callgrind, slowly).
+    control_plane.guard.terminate(Duration::from_secs(60));
     drop(control_plane);
     drop(replicas);
     drop(echo);
