@@ -147,7 +147,9 @@ pub(super) fn deployments_markdown(report: &DeploymentsReport) -> String {
          I/F is the invocation over the floor. Spawner CPU: the floor's own, the control \
          plane's (neither counts the `cat`s; theirs is the floor's children's). The rows \
          run on the fresh control plane, then once more after the warm rows, when it \
-         holds their records (RSS: the control plane's after the invocations).\n\n\
+         holds their records (RSS: the control plane's after the invocations). \
+         \"spawns\" is the floor's, summed over the repetitions (the invocations made as \
+         many).\n\n\
          | conc | spawns | floor /s | invocations/s | /s I/F | floor p50 us | invocation p50 us \
          | p50 I/F | floor p99 us | invocation p99 us | p99 I/F | spawner CPU us floor / CP | \
          `cat` CPU us | CP RSS MiB |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
