@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick]`: the benchmark of the issue "Performance", on loopback.
 //!
-//! It builds the release binaries (`control-plane`, and this package's `bench-echo` and
-//! `loadgen`), starts the echo endpoint and a control plane with default settings,
+//! It builds the release binaries (`control-plane`, and this package's `bench-echo`,
+//! `loadgen` and `spawn-floor`), starts the echo endpoint and a control plane with default settings,
 //! registers a LOCAL and a POOL function (the POOL one dispatching to the echo), and
 //! runs every scenario at each client concurrency, repeated, taking medians:
 //!
@@ -21,7 +21,10 @@
 //! loadgen's measured window, for the control plane and for the echo endpoint; peak and
 //! final RSS from `/proc/PID/status` after each run. A last scenario starts a fresh
 //! control plane and measures its RSS growth per retained finished record under
-//! sustained LOCAL load (the execution TTL, 5 minutes, retains them all).
+//! sustained LOCAL load (the execution TTL, 5 minutes, retains them all). The rows of
+//! functions that run themselves (a warm `DEPLOYMENT` replica against `POOL`, a one-shot
+//! `STDIO` `cat` against spawn + exit, scale from zero) come last, on control planes of
+//! their own (`bench/deployments.rs`).
 //!
 //! With two cores or more, loadgen runs on one (`taskset -c`) and both servers on
 //! another, so the load generator never takes CPU from what it measures. Reports go to
@@ -49,6 +52,7 @@ use serde_json::Value;
 use crate::Result;
 use crate::util::{cargo, display_command, relative, workspace_metadata};
 
+mod deployments;
 mod http;
 mod instructions;
 mod machine;
@@ -58,6 +62,7 @@ mod scenarios;
 mod startup;
 mod stores;
 
+use deployments::{DEPLOYMENT_FUNCTION, DeploymentsReport, Replicas, function_processes};
 use http::*;
 pub(crate) use instructions::run as run_instructions;
 use machine::*;
@@ -173,6 +178,7 @@ pub(crate) fn run(root: &Path, mode: Mode, store: Store) -> Result<()> {
     };
     // Every server of the scenarios is gone: the memory run has the core to itself.
     let memory = bench.memory()?;
+    let deployments = bench.deployments(mode)?;
 
     let rows = rows(&runs);
     let report = Report {
@@ -188,12 +194,15 @@ pub(crate) fn run(root: &Path, mode: Mode, store: Store) -> Result<()> {
         at_end,
         rows,
         memory,
+        deployments,
         runs,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
-    write_reports(root, &bench.out, "bench", &report, &markdown(&report))?;
+    let text = markdown(&report) + &deployments_markdown(&report.deployments);
+    write_reports(root, &bench.out, "bench", &report, &text)?;
     println!("bench: done in {:.1}s", report.elapsed_secs);
-    let problems = problems(&report);
+    let mut problems = problems(&report);
+    problems.extend(deployments::problems(&report.deployments));
     if problems.is_empty() {
         Ok(())
     } else {
@@ -222,7 +231,7 @@ fn write_reports(
     Ok(())
 }
 
-/// Builds the three binaries; where they are, and the (created) report directory.
+/// Builds the four binaries; where they are, and the (created) report directory.
 fn build_binaries(root: &Path) -> Result<(Binaries, PathBuf)> {
     build(root)?;
     let target_dir = workspace_metadata(root)?
@@ -233,6 +242,7 @@ fn build_binaries(root: &Path) -> Result<(Binaries, PathBuf)> {
         control_plane: release.join("control-plane"),
         echo: release.join("bench-echo"),
         loadgen: release.join("loadgen"),
+        spawn_floor: release.join("spawn-floor"),
     };
     let out = target_dir.join("bench");
     std::fs::create_dir_all(&out)
@@ -240,7 +250,7 @@ fn build_binaries(root: &Path) -> Result<(Binaries, PathBuf)> {
     Ok((bins, out))
 }
 
-/// `cargo build --release` of the three binaries.
+/// `cargo build --release` of the four binaries.
 fn build(root: &Path) -> Result<()> {
     let mut command = cargo(root);
     command.args([
@@ -257,6 +267,8 @@ fn build(root: &Path) -> Result<()> {
         "bench-echo",
         "--bin",
         "loadgen",
+        "--bin",
+        "spawn-floor",
     ]);
     println!("bench: {}", display_command(&command));
     let status = command
@@ -274,6 +286,7 @@ struct Binaries {
     control_plane: PathBuf,
     echo: PathBuf,
     loadgen: PathBuf,
+    spawn_floor: PathBuf,
 }
 
 /// Everything a scenario needs.
@@ -325,7 +338,9 @@ impl Bench {
     fn start_bench_echo(&self, name: &'static str, args: &[String]) -> Result<Echo> {
         let log = self.out.join(format!("{name}.log"));
         let mut command = pinned_command(&self.bins.echo, self.pinning.servers);
-        command.args(args);
+        // bench-echo binds `PORT` when it has no port argument (as a replica); here it
+        // must take a free port whatever this shell exports.
+        command.args(args).env_remove("PORT");
         let mut guard = Guard::spawn(name, command, &log)?;
         let port = wait_for(
             &format!("{name}'s port"),

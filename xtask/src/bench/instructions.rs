@@ -8,8 +8,10 @@
 //!
 //! It starts bench-echo and a control plane with default settings under `valgrind
 //! --tool=callgrind --instr-atstart=no` (pinned as the timed benchmark pins it, so with
-//! one worker thread), registers the same functions, and for sync LOCAL and sync POOL at
-//! concurrency 16: a warm-up run, then instrumentation on and counters zeroed
+//! one worker thread), registers the same functions and a `DEPLOYMENT` of bench-echo
+//! (one replica, which the control plane starts and valgrind does not follow: only the
+//! control plane is counted, as the echo is not for POOL), and for sync LOCAL, sync POOL
+//! and sync DEPLOYMENT at concurrency 16: a warm-up run, then instrumentation on and counters zeroed
 //! (`callgrind_control`), a measured run, a dump. Instructions per invocation are the
 //! dump's total over the measured run's invocations. Kernel time is not counted: this
 //! is the control plane's own code, the allocator and libc.
@@ -26,7 +28,7 @@ const MEASURED_SECS: f64 = 5.0;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Counted {
-    scenario: Scenario,
+    scenario: &'static str,
     concurrency: usize,
     invocations: u64,
     instructions: u64,
@@ -61,13 +63,15 @@ pub(crate) fn run(root: &Path) -> Result<()> {
 
     let dumps = out.join("callgrind.out");
     let echo = bench.start_echo()?;
+    // Dropped after the control plane: makes sure its replica went with it.
+    let mut replicas = Replicas::default();
     let valgrind = vec![
         "valgrind".to_owned(),
         "--tool=callgrind".to_owned(),
         "--instr-atstart=no".to_owned(),
         format!("--callgrind-out-file={}", dumps.display()),
     ];
-    let control_plane = bench.start_control_plane_under(
+    let mut control_plane = bench.start_control_plane_under(
         "control-plane-callgrind.log",
         &valgrind,
         &bench
@@ -75,6 +79,11 @@ pub(crate) fn run(root: &Path) -> Result<()> {
             .args(&bench.out, "control-plane-callgrind.log")?,
     )?;
     bench.register(&control_plane, Some(echo.port))?;
+    bench.register_warm_deployment(&control_plane)?;
+    replicas.add(function_processes(
+        control_plane.guard.pid(),
+        DEPLOYMENT_FUNCTION,
+    ));
     let pid = control_plane.guard.pid().to_string();
     let callgrind = |action: &str| -> Result<()> {
         let output = Command::new("callgrind_control")
@@ -95,8 +104,9 @@ pub(crate) fn run(root: &Path) -> Result<()> {
 
     let mut counted = Vec::new();
     for (part, (scenario, function)) in [
-        (Scenario::SyncLocal, LOCAL_FUNCTION),
-        (Scenario::SyncPool, POOL_FUNCTION),
+        (Scenario::SyncLocal.name(), LOCAL_FUNCTION),
+        (Scenario::SyncPool.name(), POOL_FUNCTION),
+        ("sync DEPLOYMENT", DEPLOYMENT_FUNCTION),
     ]
     .into_iter()
     .enumerate()
@@ -118,14 +128,14 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         callgrind("--dump")?;
         callgrind("--instr=off")?;
         if number(&measured, "errors")? > 0.0 {
-            return Err(format!("{}: invocations failed: {measured}", scenario.name()).into());
+            return Err(format!("{scenario}: invocations failed: {measured}").into());
         }
         // callgrind numbers its dumps 1, 2, ... after the output file's name.
         let dump = PathBuf::from(format!("{}.{}", dumps.display(), part + 1));
         let instructions = dump_total(&dump)?;
         let invocations = number(&measured, "requests")? as u64;
         if invocations == 0 {
-            return Err(format!("{}: no invocation finished", scenario.name()).into());
+            return Err(format!("{scenario}: no invocation finished").into());
         }
         let result = Counted {
             scenario,
@@ -136,14 +146,14 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         };
         println!(
             "bench: {:<11} c={CONCURRENCY}: {} instructions over {} invocations: {:.0} per invocation",
-            scenario.name(),
-            result.instructions,
-            result.invocations,
-            result.instructions_per_invocation
+            scenario, result.instructions, result.invocations, result.instructions_per_invocation
         );
         counted.push(result);
     }
+    // Stopped, not killed: it stops its replica itself (under callgrind, slowly).
+    control_plane.guard.terminate(Duration::from_secs(60));
     drop(control_plane);
+    drop(replicas);
     drop(echo);
 
     let report = InstructionsReport {
@@ -187,7 +197,7 @@ fn instructions_markdown(report: &InstructionsReport) -> String {
         let _ = writeln!(
             text,
             "| {} | {} | {} | {:.0} |",
-            counted.scenario.name(),
+            counted.scenario,
             counted.concurrency,
             counted.invocations,
             counted.instructions_per_invocation

@@ -36,6 +36,23 @@ impl Guard {
         self.child.id()
     }
 
+    /// Asks the process to stop (SIGTERM, through `kill`: no libc here) and waits for it
+    /// to exit, at most `within`; if it has not by then, dropping the guard kills it.
+    /// A control plane stopped this way stops its replicas itself, as in production.
+    pub(super) fn terminate(&mut self, within: Duration) {
+        let pid = self.pid().to_string();
+        if Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|status| status.success())
+        {
+            let deadline = Instant::now() + within;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
     /// An error if the process has already exited (killed by someone, or crashed).
     pub(super) fn still_running(&mut self) -> Result<()> {
         match self.child.try_wait()? {

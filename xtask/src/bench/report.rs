@@ -105,3 +105,113 @@ pub(super) fn markdown(report: &Report) -> String {
     );
     text
 }
+
+/// The section of the rows of functions that run themselves.
+pub(super) fn deployments_markdown(report: &DeploymentsReport) -> String {
+    let mut text = String::from("\n## Functions that run themselves\n\n");
+    text.push_str(
+        "Warm `DEPLOYMENT` replica vs `POOL`, the same server (bench-echo) on one control \
+         plane: `bench-warm-pool` dispatches to a bench-echo the bench started, \
+         `bench-deployment` to the one replica the `process` provider started from \
+         `command`; sync invocations, medians; D/P is DEPLOYMENT over POOL.\n\n\
+         | conc | POOL req/s | DEPL. req/s | req/s D/P | POOL p50 us | DEPL. p50 us | p50 D/P \
+         | POOL p99 us | DEPL. p99 us | p99 D/P | CP CPU us/req POOL / DEPL. | echo CPU us/req \
+         POOL / DEPL. |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for pair in &report.warm {
+        let (pool, deployment, ratios) = (&pair.base, &pair.measured, &pair.ratios);
+        let _ = writeln!(
+            text,
+            "| {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} / {:.1} | {} / {} |",
+            pair.concurrency,
+            pool.req_per_sec,
+            deployment.req_per_sec,
+            optional(ratios.req_per_sec, 2),
+            pool.p50_us,
+            deployment.p50_us,
+            optional(ratios.p50, 2),
+            pool.p99_us,
+            deployment.p99_us,
+            optional(ratios.p99, 2),
+            pool.driver_cpu_us,
+            deployment.driver_cpu_us,
+            optional(pool.function_cpu_us, 1),
+            optional(deployment.function_cpu_us, 1),
+        );
+    }
+    text.push_str(
+        "\nOne-shot `STDIO` `cat` vs its floor: `bench-stdio` (`command: [\"cat\"]`) invoked \
+         sync, and the same number of spawns at the same concurrency by `spawn-floor`, \
+         pinned where the control plane runs: `cat` started with stdin and stdout piped, \
+         the invocation's JSON written, stdout read to its end, the exit waited for. \
+         I/F is the invocation over the floor. Spawner CPU: the floor's own, the control \
+         plane's (neither counts the `cat`s; theirs is the floor's children's). The rows \
+         run on the fresh control plane, then once more after the warm rows, when it \
+         holds their records (RSS: the control plane's after the invocations). \
+         \"spawns\" is the floor's, summed over the repetitions (the invocations made as \
+         many).\n\n\
+         | conc | spawns | floor /s | invocations/s | /s I/F | floor p50 us | invocation p50 us \
+         | p50 I/F | floor p99 us | invocation p99 us | p99 I/F | spawner CPU us floor / CP | \
+         `cat` CPU us | CP RSS MiB |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    let after_warm = report
+        .stdio_after_warm
+        .iter()
+        .map(|pair| (pair, ", after the warm rows"));
+    for (pair, when) in report.stdio.iter().map(|pair| (pair, "")).chain(after_warm) {
+        let (floor, invocation, ratios) = (&pair.base, &pair.measured, &pair.ratios);
+        let _ = writeln!(
+            text,
+            "| {}{when} | {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} / {:.1} | {} | {:.1} |",
+            pair.concurrency,
+            floor.requests,
+            floor.req_per_sec,
+            invocation.req_per_sec,
+            optional(ratios.req_per_sec, 2),
+            floor.p50_us,
+            invocation.p50_us,
+            optional(ratios.p50, 2),
+            floor.p99_us,
+            invocation.p99_us,
+            optional(ratios.p99, 2),
+            floor.driver_cpu_us,
+            invocation.driver_cpu_us,
+            optional(floor.function_cpu_us, 1),
+            mib(pair.control_plane_rss_kb),
+        );
+    }
+    text.push_str(
+        "\nScale from zero: `bench-cold` (bench-echo, `minReplicas: 0`, short scaling \
+         windows), one sync invocation once it is at zero, timed by the bench on a fresh \
+         connection; `initDurationMs` from its execution record (the replica's start to \
+         ready, whole milliseconds); then the next invocation, warm, the same way.\n\n\
+         | # | first invocation ms | initDurationMs | first - init ms | next invocation ms | \
+         first - init - next ms |\n|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for (number, start) in report.cold.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "| {} | {:.1} | {} | {} | {:.1} | {} |",
+            number + 1,
+            start.first_invoke_ms,
+            optional(start.init_duration_ms.map(|ms| ms as f64), 0),
+            optional(start.beyond_init_ms(), 1),
+            start.warm_invoke_ms,
+            optional(start.beyond_init_and_warm_ms(), 1),
+        );
+    }
+    if let Some(summary) = &report.cold_summary {
+        let _ = writeln!(
+            text,
+            "| median of {} | {:.1} | {:.0} | {:.1} (max {:.1}) | {:.1} | {:.1} |",
+            summary.count,
+            summary.first_invoke_ms,
+            summary.init_duration_ms,
+            summary.beyond_init_ms,
+            summary.beyond_init_max_ms,
+            summary.warm_invoke_ms,
+            summary.beyond_init_and_warm_ms,
+        );
+    }
+    text
+}

@@ -307,6 +307,7 @@ pub(super) struct Report {
     pub(super) at_end: Memory,
     pub(super) rows: Vec<Row>,
     pub(super) memory: MemoryResult,
+    pub(super) deployments: DeploymentsReport,
     pub(super) runs: Vec<RunResult>,
     pub(super) elapsed_secs: f64,
 }

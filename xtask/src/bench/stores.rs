@@ -22,25 +22,23 @@ pub(crate) enum Store {
 }
 
 impl Store {
-    /// The control plane's flags for this store; a SQLite data directory named after
-    /// `log_name`, emptied first so every control plane starts from nothing.
+    /// The control plane's flags for this store, and a data directory named after
+    /// `log_name`, emptied first so every control plane starts from nothing. The memory
+    /// store gets one too: the control plane keeps more there than the database (the
+    /// `process` provider's ledger of process groups, locked by one control plane at a
+    /// time), and the default, `./data` of the shell's directory, is nobody's to take.
     pub(super) fn args(self, out: &Path, log_name: &str) -> Result<Vec<String>> {
-        Ok(match self {
-            Store::Memory => vec!["--store".into(), "memory".into()],
-            Store::Sqlite => {
-                let dir = data_dir(out, log_name);
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir)
-                        .map_err(|error| format!("cannot empty {}: {error}", dir.display()))?;
-                }
-                vec![
-                    "--store".into(),
-                    "sqlite".into(),
-                    "--data-dir".into(),
-                    dir.display().to_string(),
-                ]
-            }
-        })
+        let dir = data_dir(out, log_name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|error| format!("cannot empty {}: {error}", dir.display()))?;
+        }
+        Ok(vec![
+            "--store".into(),
+            self.name().into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+        ])
     }
 
     fn name(self) -> &'static str {

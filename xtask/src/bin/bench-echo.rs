@@ -23,8 +23,13 @@
 //! plane's cost is those exchanges and how much is the control plane.
 //!
 //! Usage: `bench-echo [PORT] [--threads N] [--forward-to PORT]`; binds `127.0.0.1:PORT`
-//! (`0`, the default, picks a free port) and prints the bound port alone on the first
-//! line of stdout.
+//! (without a port argument, the `PORT` environment variable's; without either, `0`:
+//! a free port) and prints the bound port alone on the first line of stdout.
+//!
+//! `GET /health` answers 200 with an empty body, so the control plane's `process`
+//! provider can run it as a `DEPLOYMENT` replica: it gives a replica its port in
+//! `PORT` and sends it work once `GET /health` answers 2xx. The bench then compares a
+//! replica the control plane started with the same server registered as `POOL`.
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -46,7 +51,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-const USAGE: &str = "usage: bench-echo [PORT] [--threads N] [--forward-to PORT]";
+const USAGE: &str =
+    "usage: bench-echo [PORT] [--threads N] [--forward-to PORT] (PORT also from $PORT)";
 
 /// The command line: `[PORT] [--threads N] [--forward-to PORT]`.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,12 +63,18 @@ struct Args {
     forward_to: Option<u16>,
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+/// The command line, and `env_port` (the `PORT` variable, if set) as the port when no
+/// argument names one.
+fn parse_args(
+    mut args: impl Iterator<Item = String>,
+    env_port: Option<String>,
+) -> Result<Args, String> {
     let mut parsed = Args {
         port: 0,
         threads: 1,
         forward_to: None,
     };
+    let mut port_argument = false;
     while let Some(arg) = args.next() {
         if arg == "--forward-to" {
             let value = args.next().ok_or("--forward-to needs a port")?;
@@ -82,13 +94,21 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             parsed.port = arg
                 .parse()
                 .map_err(|_| format!("not a port number: {arg}"))?;
+            port_argument = true;
         }
+    }
+    if let Some(value) = env_port.filter(|_| !port_argument) {
+        parsed.port = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("PORT: not a port number: {value}"))?;
     }
     Ok(parsed)
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let env_port = std::env::var_os("PORT").map(|port| port.to_string_lossy().into_owned());
+    let args = match parse_args(std::env::args().skip(1), env_port) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("bench-echo: {message}\n{USAGE}");
@@ -231,8 +251,8 @@ async fn forward(
     sender: Rc<RefCell<SendRequest<Full<Bytes>>>>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, BoxError> {
-    if request.method() != Method::POST {
-        return Ok(method_not_allowed());
+    if let Some(answer) = not_an_invocation(&request) {
+        return Ok(answer);
     }
     let path = request.uri().path().to_owned();
     let body = request.into_body().collect().await?.to_bytes();
@@ -250,11 +270,23 @@ async fn forward(
 
 /// The endpoint: the body back, as JSON.
 async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    if request.method() != Method::POST {
-        return Ok(method_not_allowed());
+    if let Some(answer) = not_an_invocation(&request) {
+        return Ok(answer);
     }
     let body = request.into_body().collect().await?.to_bytes();
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// The answer to anything but a `POST`: 200 to `GET /health` (the readiness probe of a
+/// replica), 405 otherwise. `None` for a `POST`.
+fn not_an_invocation(request: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    if request.method() == Method::POST {
+        None
+    } else if request.method() == Method::GET && request.uri().path() == "/health" {
+        Some(Response::new(Full::new(Bytes::new())))
+    } else {
+        Some(method_not_allowed())
+    }
 }
 
 fn method_not_allowed() -> Response<Full<Bytes>> {
@@ -284,7 +316,14 @@ mod tests {
     use super::*;
 
     fn args(words: &[&str]) -> Result<Args, String> {
-        parse_args(words.iter().map(|word| (*word).to_owned()))
+        parse_args(words.iter().map(|word| (*word).to_owned()), None)
+    }
+
+    fn args_with_env_port(words: &[&str], port: &str) -> Result<Args, String> {
+        parse_args(
+            words.iter().map(|word| (*word).to_owned()),
+            Some(port.to_owned()),
+        )
     }
 
     #[test]
@@ -313,5 +352,20 @@ mod tests {
         assert!(args(&["--forward-to", "echo"]).is_err());
         assert!(args(&["--threads", "0"]).is_err());
         assert!(args(&["http"]).is_err());
+    }
+
+    #[test]
+    fn takes_the_port_from_the_environment_when_no_argument_names_one() {
+        let replica = args_with_env_port(&[], "41234").map(|args| args.port);
+        assert_eq!(replica, Ok(41_234));
+        let threads = args_with_env_port(&["--threads", "2"], "41234");
+        assert_eq!(
+            threads.map(|args| (args.port, args.threads)),
+            Ok((41_234, 2))
+        );
+        // An argument wins over the environment, so the bench's own runs stay as they were.
+        let argument = args_with_env_port(&["9000"], "41234").map(|args| args.port);
+        assert_eq!(argument, Ok(9_000));
+        assert!(args_with_env_port(&[], "http").is_err());
     }
 }
