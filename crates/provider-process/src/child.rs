@@ -1,11 +1,21 @@
 //! Starting a function's command as a child process that never outlives its owner:
 //! in a process group of its own (so a signal reaches whatever it started too), killed
-//! by the kernel if the control plane dies (`PR_SET_PDEATHSIG`), and killed with its
-//! group when the [`ProcessGroup`] that owns it is dropped.
+//! with its group when the [`ProcessGroup`] that owns it is dropped, and -- a replica --
+//! killed by the kernel if the control plane dies (`PR_SET_PDEATHSIG`).
+//!
+//! The parent-death signal has to be asked for between fork and exec, and a hook there
+//! makes std fork the control plane instead of using `posix_spawn` (a vfork): a fork
+//! copies the page tables of the whole control plane, which costs milliseconds once it
+//! holds a few hundred MiB of records (a one-shot invocation became 30x dearer in the
+//! bench). So only replicas, started rarely, ask for it; one-shot commands, started once
+//! per invocation, are spawned without a hook. If the control plane is killed while one
+//! runs, the command loses its stdout (a write then ends it with SIGPIPE) and the next
+//! start kills its group from the ledger, as it does for what replicas started.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +39,9 @@ pub(crate) struct Launch<'a> {
     pub(crate) dir: Option<&'a Path>,
     pub(crate) stdin: Stdio,
     pub(crate) ledger: &'a Arc<GroupLedger>,
+    /// Whether the kernel kills the child when the control plane dies (a replica), at
+    /// the price of a fork (see the module's doc).
+    pub(crate) die_with_parent: bool,
 }
 
 /// Starts `launch` with piped stdout and stderr. The child leads a new process group
@@ -40,15 +53,22 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<(Child, ProcessGroup)> {
             "the function has no command",
         ));
     };
-    let mut command = Command::new(program);
+    let inherited: BTreeMap<&str, OsString> = INHERITED
+        .iter()
+        .filter_map(|key| Some((*key, std::env::var_os(key)?)))
+        .collect();
+    let search_path = launch
+        .env
+        .get("PATH")
+        .map(OsString::from)
+        .or_else(|| inherited.get("PATH").cloned());
+    let mut command = Command::new(resolve(program, search_path, launch.dir));
     command
+        // argv[0] as the function wrote it, as if the shell had started it.
+        .arg0(program)
         .args(args)
         .env_clear()
-        .envs(
-            INHERITED
-                .iter()
-                .filter_map(|key| Some((*key, std::env::var_os(key)?))),
-        )
+        .envs(inherited)
         .envs(launch.env)
         .stdin(launch.stdin)
         .stdout(Stdio::piped())
@@ -59,12 +79,29 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<(Child, ProcessGroup)> {
     if let Some(dir) = launch.dir {
         command.current_dir(dir);
     }
-    die_with_parent(&mut command);
+    if launch.die_with_parent {
+        die_with_parent(&mut command);
+    }
     let child = command.spawn()?;
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("the child exited at once"))?;
     Ok((child, ProcessGroup::led_by(pid, launch.ledger)))
+}
+
+/// `program` as a path: a bare name looked up on `search_path` (the child's `PATH`, as
+/// its `execvp` would), so that std can start the child with `posix_spawn` -- it falls
+/// back to a fork when the child's `PATH` is set and the program is a bare name. A
+/// name found nowhere stays as it is, and the start fails with the usual "not found".
+fn resolve(program: &str, search_path: Option<OsString>, dir: Option<&Path>) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    let cwd = match dir {
+        Some(dir) => dir.to_owned(),
+        None => std::env::current_dir().unwrap_or_default(),
+    };
+    which::which_in(program, search_path, cwd).unwrap_or_else(|_| PathBuf::from(program))
 }
 
 /// Asks the kernel to SIGKILL the child when the control plane dies, also by `kill -9`.
@@ -173,6 +210,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bare_program_name_is_found_on_the_function_s_own_path() {
+        let bin = tempfile::tempdir().unwrap();
+        let script = bin.path().join("greet");
+        std::fs::write(&script, "#!/bin/sh\necho \"hello from $0\"\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!("{}:/usr/bin:/bin", bin.path().display());
+        let env = BTreeMap::from([("PATH".to_owned(), path)]);
+        let (_dir, ledger) = ledger();
+        let (child, _group) = spawn(Launch {
+            argv: &argv(&["greet"]),
+            env: &env,
+            dir: None,
+            stdin: Stdio::null(),
+            ledger: &ledger,
+            die_with_parent: false,
+        })
+        .unwrap();
+        let output = child.wait_with_output().await.unwrap();
+        let said = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(said.trim(), format!("hello from {}", script.display()));
+
+        let missing = spawn(Launch {
+            argv: &argv(&["no-such-program-anywhere"]),
+            env: &env,
+            dir: None,
+            stdin: Stdio::null(),
+            ledger: &ledger,
+            die_with_parent: false,
+        })
+        .unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
     async fn the_environment_is_the_function_s_plus_a_few_inherited_variables() {
         let env = BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]);
         let (_dir, ledger) = ledger();
@@ -182,6 +254,7 @@ mod tests {
             dir: None,
             stdin: Stdio::null(),
             ledger: &ledger,
+            die_with_parent: true,
         })
         .unwrap();
         let output = child.wait_with_output().await.unwrap();
@@ -204,6 +277,7 @@ mod tests {
             dir: None,
             stdin: Stdio::null(),
             ledger: &ledger,
+            die_with_parent: true,
         })
         .unwrap();
         let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
@@ -237,6 +311,7 @@ mod tests {
             dir: None,
             stdin: Stdio::null(),
             ledger: &ledger,
+            die_with_parent: true,
         })
         .unwrap();
         drop(group);
@@ -256,6 +331,7 @@ mod tests {
             dir: None,
             stdin: Stdio::null(),
             ledger: &ledger,
+            die_with_parent: true,
         })
         .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);

@@ -1,8 +1,9 @@
 //! The ledger of the process groups this control plane runs: one file per group in a
 //! directory of `--data-dir`, written when a group starts and removed when it is
 //! killed. The kernel kills a replica whose control plane dies (`PR_SET_PDEATHSIG`),
-//! but not what the replica started itself; after a `kill -9` the next start reads the
-//! ledger and kills what is left of each group.
+//! but not what the replica started itself, nor a one-shot command (started without
+//! the signal, see `child`); after a `kill -9` the next start reads the ledger and
+//! kills what is left of each group.
 //!
 //! A group id is only taken again by the kernel once the group is empty, so a recorded
 //! group whose leader is gone is still ours if it has members. A leader pid that lives

@@ -8,8 +8,8 @@
 //! status), stopping them (SIGTERM, then SIGKILL after a grace), the ring of what they
 //! wrote, and dispatching to the ready replicas (least in flight first). Nothing it
 //! starts outlives the control plane: every child leads its own group, killed with it
-//! when its owner lets go; the kernel kills the child if the control plane dies, and
-//! the next start kills what is left of its group (a ledger of process groups in
+//! when its owner lets go; the kernel kills a replica if the control plane dies, and
+//! the next start kills what is left of any group (a ledger of process groups in
 //! `--data-dir`).
 //!
 //! Must not know: queues, records or stores (the scheduler keeps the desired count and

@@ -189,6 +189,8 @@ impl Command<'_> {
                 Stdio::null()
             },
             ledger: self.ledger,
+            // Spawned, not forked: once per invocation (see `child`).
+            die_with_parent: false,
         })
         .map_err(|e| function_error(format!("could not start {program}: {e}")))?;
         // `group` lives as long as this future: dropping it kills the whole group.

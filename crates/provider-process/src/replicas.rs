@@ -344,6 +344,7 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
         dir: None,
         stdin: Stdio::null(),
         ledger: &deployment.ledger,
+        die_with_parent: true,
     }) {
         Ok(spawned) => spawned,
         Err(error) => {

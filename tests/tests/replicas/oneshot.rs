@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Platform, until_gone};
 use crate::client::post;
+use crate::processes::eventually;
 
 /// A shell handler in the nanofaas style: the invocation JSON on stdin, JSON on
 /// stdout. It counts the bytes of its input and answers with the function's name.
@@ -217,4 +218,34 @@ async fn concurrency_bounds_how_many_commands_run_at_once() {
         pids.is_empty(),
         "every run cleaned up after itself: {pids:?}"
     );
+}
+
+#[tokio::test]
+async fn a_command_running_when_the_control_plane_is_killed_is_ended_by_the_next_start() {
+    let data_dir = tempfile::tempdir().expect("a data directory");
+    let data_arg = data_dir.path().to_str().expect("a UTF-8 path").to_owned();
+    let args = ["--data-dir", data_arg.as_str()];
+    let pid_file = data_dir.path().join("command.pid");
+    let pid_arg = pid_file.to_str().expect("a UTF-8 path");
+    // One-shot commands are spawned without the parent-death signal (a fork per
+    // invocation would cost the control plane's page tables): the ledger ends them.
+    let spec = one_shot(
+        "long",
+        "STDIO",
+        &["sh", "-c", r#"echo $$ > "$0"; exec sleep 60"#, pid_arg],
+        &json!({"timeoutMs": 120_000, "maxRetries": 1}),
+    );
+    let platform = Platform::start(&args).await;
+    platform.registered(&spec).await;
+    platform.enqueue("long", &json!({})).await;
+    let pid: u32 = eventually("the command to write its pid", || async {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .await;
+    let Platform { plane, .. } = platform;
+    plane.kill().await;
+
+    let platform = Platform::start(&args).await;
+    until_gone(&[pid], "the next start").await;
+    platform.stop(&[]).await;
 }
