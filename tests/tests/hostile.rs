@@ -144,6 +144,9 @@ fn client(token: Option<&str>) -> reqwest::Client {
         let value = format!("Bearer {token}").parse().expect("a header value");
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
+    // reqwest's rustls has no provider of its own in this workspace (the CLI's
+    // `rustls-no-provider`, unified into every build with it): ring, as everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(DEADLINE)
@@ -278,6 +281,7 @@ async fn callback_storm(http: &reqwest::Client, api: &str, count: usize) {
 async fn stranger_storm(api: &str, count: usize) {
     let stranger = client(None);
     let wrong = client(Some("a-token-nobody-was-given"));
+    // `client` installed the TLS provider reqwest needs.
     let malformed = reqwest::Client::builder()
         .no_proxy()
         .timeout(DEADLINE)
