@@ -29,6 +29,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The heading of the flags every command takes.
+const GLOBAL: &str = "Global options";
+
 /// The flags every command takes.
 #[derive(Debug, Args)]
 pub struct Global {
@@ -36,6 +39,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "NANOFAAS_ENDPOINT",
         value_name = "URL",
         hide_env_values = true
@@ -45,6 +49,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "NANOFAAS_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
@@ -54,6 +59,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "NANOFAAS_CONTEXT",
         value_name = "NAME",
         hide_env_values = true
@@ -64,6 +70,7 @@ pub struct Global {
         short = 'o',
         long,
         global = true,
+        help_heading = GLOBAL,
         value_enum,
         default_value_t = Format::Text
     )]
@@ -105,6 +112,13 @@ pub enum Command {
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Start a local control plane in the foreground, for trying things out
+    #[command(
+        long_about = "Start a local control plane in the foreground with its defaults, for trying \
+                      things out: the `control-plane` binary next to this one, else the one on \
+                      PATH. It prints where its data lives and the endpoint to use; Ctrl-C stops \
+                      it (it finishes what is in flight first). Arguments after `--` go to \
+                      control-plane (e.g. `nanofaas up -- --admin-api`)."
+    )]
     Up(UpArgs),
 }
 
@@ -263,6 +277,13 @@ pub struct ConfigPatchArgs {
 #[derive(Debug, Subcommand)]
 pub enum ContextCommand {
     /// Add a context (or change one); the first one added becomes the current one
+    #[command(
+        long_about = "Add a context, or change one: `nanofaas context add NAME --endpoint URL \
+                      [--token TOKEN]` (both given on the command line; the environment's \
+                      NANOFAAS_ENDPOINT and NANOFAAS_TOKEN are not stored). The first context \
+                      added becomes the current one. The config file holds tokens, so it is \
+                      written readable by its owner only (0600)."
+    )]
     Add(ContextAddArgs),
     /// Make a context the current one
     Use(ContextNameArg),
@@ -274,13 +295,6 @@ pub enum ContextCommand {
 
 /// `context add`.
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Add a context, or change one: `nanofaas context add NAME --endpoint URL \
-                  [--token TOKEN]` (both given on the command line; the environment's \
-                  NANOFAAS_ENDPOINT and NANOFAAS_TOKEN are not stored). The first context \
-                  added becomes the current one. The config file holds tokens, so it is \
-                  written readable by its owner only (0600)."
-)]
 pub struct ContextAddArgs {
     /// Its name
     pub name: String,
@@ -314,13 +328,6 @@ pub enum Shell {
 
 /// `up`.
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Start a local control plane in the foreground with its defaults, for trying \
-                  things out: the `control-plane` binary next to this one, else the one on \
-                  PATH. It prints where its data lives and the endpoint to use; Ctrl-C stops \
-                  it (it finishes what is in flight first). Arguments after `--` go to \
-                  control-plane (e.g. `nanofaas up -- --admin-api`)."
-)]
 pub struct UpArgs {
     /// Arguments for control-plane (see `control-plane --help`)
     #[arg(last = true, value_name = "CONTROL_PLANE_ARGS")]
