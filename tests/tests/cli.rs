@@ -2,7 +2,8 @@
 //! `control-plane` binary on free loopback ports (and the Python test runtime), with
 //! authentication off and on. Every command, both output formats, the exit statuses,
 //! `fn apply` idempotence and a spec directory, `--watch` against a slow execution (the
-//! plain-lines form: stderr is not a terminal here), `--follow`, contexts in a
+//! plain lines off a terminal, and the spinner on a pty that util-linux's `script`
+//! makes), `--follow`, contexts in a
 //! config file of the test's own, `up`, and every help text as a reviewed snapshot.
 //! Waits are bounded reads of the processes' output or polls with a bound.
 
@@ -477,6 +478,39 @@ async fn watching_shows_each_state_of_a_slow_execution() {
         .await
         .status(REFUSED);
     user.run(&["exec", "get", "../etc"]).await.status(USAGE);
+
+    // On a terminal: a spinner with the elapsed time, redrawn in place, and colour
+    // unless NO_COLOR.
+    let on_terminal = user.run(&["enqueue", "greet", "-d", slow]).await;
+    let on_terminal = on_terminal.ok().stdout.trim().to_owned();
+    let shown = user
+        .run_on_terminal(&["exec", "get", &on_terminal, "--watch"], &[])
+        .await;
+    shown.ok();
+    let screen = &shown.stdout;
+    assert!(screen.contains("running (attempt 1)"), "{shown:#?}");
+    assert!(
+        screen.contains("\r\u{1b}[2K"),
+        "no spinner redrawn in place: {shown:#?}"
+    );
+    assert!(screen.contains("success\u{1b}[0m after "), "{shown:#?}");
+    assert!(screen.contains("\u{1b}[1mexecution:"), "{shown:#?}");
+    let plain = user
+        .run_on_terminal(
+            &["exec", "get", &on_terminal, "--watch"],
+            &[("NO_COLOR", "1")],
+        )
+        .await;
+    plain.ok();
+    assert!(plain.stdout.contains("success after "), "{plain:#?}");
+    assert!(
+        !plain.stdout.contains("\u{1b}[3"),
+        "colour with NO_COLOR: {plain:#?}"
+    );
+    assert!(
+        !plain.stdout.contains("\u{1b}[1m"),
+        "bold with NO_COLOR: {plain:#?}"
+    );
 
     // A watched failure exits as invoke would.
     let failing = user

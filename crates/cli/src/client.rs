@@ -124,6 +124,11 @@ impl Api {
     /// one).
     async fn refusal(&self, response: Response) -> CliError {
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str::<ErrorBody>(&text).ok();
         let hint = match status {
@@ -133,6 +138,8 @@ impl Api {
                 "it needs a token: --token, NANOFAAS_TOKEN or a context's".to_owned()
             }),
             StatusCode::FORBIDDEN => Some("the token's role does not allow this".to_owned()),
+            StatusCode::TOO_MANY_REQUESTS => retry_after
+                .map(|seconds| format!("the control plane asks to try again in {seconds} s")),
             _ => None,
         };
         CliError::Server {

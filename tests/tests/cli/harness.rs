@@ -164,6 +164,39 @@ impl User {
         wait(args, child).await
     }
 
+    /// Runs `nanofaas args` on a terminal: a pty made by util-linux's `script` (in
+    /// every Debian, bsdutils), what the terminal showed (stdout and stderr together)
+    /// in `stdout`. Its stdin stays open until the end (`script` ends its session at
+    /// the end of its input).
+    pub(crate) async fn run_on_terminal(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
+        let quoted: Vec<String> = std::iter::once(nanofaas().to_string_lossy().into_owned())
+            .chain(args.iter().map(|a| (*a).to_owned()))
+            .map(|word| format!("'{}'", word.replace('\'', r"'\''")))
+            .collect();
+        let line = quoted.join(" ");
+        // The environment a plain run would have, given to `script` (and so to nanofaas).
+        let plain = self.command(&[], extra);
+        let mut command = Command::new("script");
+        command.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
+        for (key, value) in plain.as_std().get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        command
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("script starts");
+        let stdin = child.stdin.take();
+        let run = wait(args, child).await;
+        drop(stdin);
+        run
+    }
+
     /// Starts `nanofaas args` and leaves it running (killed when dropped).
     pub(crate) fn start(&self, args: &[&str]) -> Running {
         let mut child = self.command(args, &[]).spawn().expect("nanofaas starts");

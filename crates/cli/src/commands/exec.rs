@@ -71,12 +71,11 @@ fn state_text(status: &ExecutionStatus) -> String {
 /// does), and gives invoke's exit status.
 pub(crate) async fn follow(session: &Session, id: &str, describe_end: bool) -> Result<Exit> {
     let id = check_id(id)?;
+    let mut interrupted = super::interrupts()?;
     let started = Instant::now();
     let mut display = Display::new();
     let mut last: Option<(ExecutionState, u32)> = None;
     let mut pause = POLL_MIN;
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
     let status = loop {
         let status = fetch(session, &id).await?;
         let now = (status.status, status.attempt);
@@ -93,7 +92,7 @@ pub(crate) async fn follow(session: &Session, id: &str, describe_end: bool) -> R
         let next = Instant::now() + pause;
         while Instant::now() < next {
             tokio::select! {
-                _ = &mut interrupted => {
+                _ = interrupted.recv() => {
                     display.stop();
                     return Err(CliError::Interrupted(format!(
                         "stopped watching execution {id}; it goes on \
@@ -131,7 +130,13 @@ pub(crate) async fn follow(session: &Session, id: &str, describe_end: bool) -> R
 /// Where changes are shown: a spinner on a terminal, plain lines otherwise (both on
 /// stderr, so stdout holds only the answer).
 enum Display {
-    Spinner { bar: ProgressBar, state: String },
+    Spinner {
+        bar: ProgressBar,
+        state: String,
+        /// Whether colour is on for stderr (the spinner writes to the terminal itself,
+        /// not through anstream, so `NO_COLOR` is honoured here).
+        colour: bool,
+    },
     Lines,
 }
 
@@ -145,9 +150,12 @@ impl Display {
             ProgressStyle::with_template("{spinner} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
+        let colour =
+            anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never;
         Self::Spinner {
             bar,
             state: String::new(),
+            colour,
         }
     }
 
@@ -165,14 +173,19 @@ impl Display {
                     anstream::eprintln!("{text}");
                 }
             }
-            Self::Spinner { bar, state } => {
+            Self::Spinner { bar, state, colour } => {
                 if !state.is_empty() {
                     // The state before, kept above the spinner.
                     bar.println(state.clone());
                 }
-                *state = paint(state_style(status.status), &text);
+                *state = if *colour {
+                    paint(state_style(status.status), &text)
+                } else {
+                    text
+                };
                 if status.status.is_terminal() {
-                    bar.finish_with_message(format!("{state} after {}", seconds(elapsed)));
+                    bar.finish_and_clear();
+                    anstream::eprintln!("{state} after {}", seconds(elapsed));
                 } else {
                     bar.set_message(format!("{state} {}", seconds(elapsed)));
                 }
@@ -181,7 +194,7 @@ impl Display {
     }
 
     fn tick(&self, elapsed: Duration) {
-        if let Self::Spinner { bar, state } = self {
+        if let Self::Spinner { bar, state, .. } = self {
             bar.set_message(format!("{state} {}", seconds(elapsed)));
             bar.tick();
         }

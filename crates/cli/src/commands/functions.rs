@@ -236,20 +236,23 @@ async fn logs(session: &Session, args: &LogsArgs) -> Result<Exit> {
     // Following reads the whole window each time (the most the API gives), so each
     // read can be lined up with the one before; the first prints its last --tail lines.
     let tail = if args.follow { MAX_TAIL } else { args.tail };
+    let mut interrupted = if args.follow {
+        Some(super::interrupts()?)
+    } else {
+        None
+    };
     let mut seen = fetch_logs(session, &path, tail).await?;
     let skip = seen.len().saturating_sub(args.tail as usize);
     for line in &seen[skip..] {
         anstream::println!("{line}");
     }
-    if !args.follow {
+    let Some(interrupted) = interrupted.as_mut() else {
         return Ok(Exit::Success);
-    }
+    };
     let mut pause = FOLLOW_MIN;
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            _ = &mut interrupted => return Ok(Exit::Success),
+            _ = interrupted.recv() => return Ok(Exit::Success),
             () = tokio::time::sleep(pause) => {}
         }
         let now = fetch_logs(session, &path, tail).await?;

@@ -66,6 +66,13 @@ pub(crate) async fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     Ok(exit.into())
 }
 
+/// SIGINT (Ctrl-C), listened for from now on: registered at once, so a Ctrl-C that comes
+/// before the first wait is not the default action (the process killed).
+pub(crate) fn interrupts() -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::local(format!("cannot listen for Ctrl-C: {e}")))
+}
+
 /// A function name given on the command line, checked as the API checks it.
 pub(crate) fn function_name(name: &str) -> Result<FunctionName> {
     FunctionName::parse(name).map_err(|_| {
