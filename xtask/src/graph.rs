@@ -14,6 +14,7 @@
 //! | http-server | core-types (it serves any tower service: never the routes, the engine or the stores) |
 //! | provider-process | core-types, dispatcher (it reaches its replicas with the pool dispatcher; never the engine or the stores) |
 //! | control-plane | anything (the binary is where concrete types meet) |
+//! | cli | core-types only (the `nanofaas` client talks HTTP to the API: never the engine, the routes or the stores) |
 //! | tests | anything |
 //! | xtask | no workspace crate |
 //!
@@ -190,6 +191,11 @@ const POLICY: &[Rule] = &[
     Rule {
         krate: "control-plane",
         internal: Allowed::Any,
+        external: None,
+    },
+    Rule {
+        krate: "cli",
+        internal: Allowed::Only(&["core-types"]),
         external: None,
     },
     Rule {
@@ -376,6 +382,10 @@ mod tests {
                 .internal("dispatcher", Normal)
                 .internal("scheduler", Normal)
                 .internal("http-api", Normal),
+            Member::new("cli")
+                .internal("core-types", Normal)
+                .external("reqwest", Normal)
+                .external("clap", Normal),
             Member::new("xtask").external("cargo_metadata", Normal),
             Member::new("tests")
                 .internal("core-types", Dev)
@@ -453,6 +463,21 @@ mod tests {
             check_graph(&graph),
             vec![arrow("http-api", "dispatcher", Normal)]
         );
+    }
+
+    #[test]
+    fn the_cli_must_not_know_the_engine() {
+        for engine in [
+            "http-api",
+            "scheduler",
+            "store",
+            "queue",
+            "dispatcher",
+            "auth",
+        ] {
+            let graph = with_dep("cli", internal(engine, Normal));
+            assert_eq!(check_graph(&graph), vec![arrow("cli", engine, Normal)]);
+        }
     }
 
     #[test]

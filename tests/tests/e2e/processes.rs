@@ -62,44 +62,46 @@ pub(crate) fn runtime_script() -> PathBuf {
 }
 
 /// The `control-plane` executable, built from this checkout.
-///
-/// Cargo builds a test's own package binaries for it, but not another package's, so the
-/// first caller in this process runs `cargo build -p control-plane --bin control-plane`
-/// (a no-op when `cargo xtask ci` has built it already) and takes the executable's path
-/// from cargo's JSON messages, which also covers `CARGO_TARGET_DIR` and build-dir
-/// settings.
 pub(crate) fn control_plane_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let output = std::process::Command::new(cargo)
-            .current_dir(workspace_root())
-            .args([
-                "build",
-                "--package",
-                "control-plane",
-                "--bin",
-                "control-plane",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(
-            output.status.success(),
-            "cargo build -p control-plane failed ({})",
-            output.status
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|message| {
-                message["reason"] == "compiler-artifact"
-                    && message["target"]["name"] == "control-plane"
-            })
-            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported the control-plane executable")
-    })
+    BINARY.get_or_init(|| workspace_binary("control-plane", "control-plane"))
+}
+
+/// The executable `bin` of workspace package `package`, built from this checkout.
+///
+/// Cargo builds a test's own package binaries for it, but not another package's, so the
+/// caller runs `cargo build -p <package> --bin <bin>` (a no-op when `cargo xtask ci` has
+/// built it already; callers keep the path in a `OnceLock`) and takes the executable's
+/// path from cargo's JSON messages, which also covers `CARGO_TARGET_DIR` and build-dir
+/// settings.
+pub(crate) fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--package",
+            package,
+            "--bin",
+            bin,
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo build -p {package} failed ({})",
+        output.status
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| {
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == bin
+        })
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reported no {bin} executable"))
 }
 
 /// Reads lines of a child's stdout until `wanted` picks one, within [`DEADLINE`].

@@ -1,0 +1,5 @@
+//! The `nanofaas` binary: see the `cli` library for what it owns.
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
