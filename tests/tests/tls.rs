@@ -2,7 +2,8 @@
 //! `--tls-cert`/`--tls-key` (certificates made by the test with rcgen, for `localhost`
 //! and 127.0.0.1, signed by a test CA), a client trusting that CA, the reload on
 //! SIGHUP, and a runtime (the Python test runtime, trusting the CA through
-//! `SSL_CERT_FILE`) calling back over https. Waits are polls with a bound.
+//! `SSL_CERT_FILE`) calling back over https, and the `nanofaas` CLI trusting it the same
+//! way. Waits are polls with a bound.
 
 #[path = "e2e/processes.rs"]
 #[allow(dead_code, reason = "shared with e2e.rs; these tests use part of it")]
@@ -256,4 +257,52 @@ async fn a_runtime_trusting_the_certificate_calls_back_over_https() {
     })
     .await;
     assert_eq!(callback, json!(204), "the callback over https was answered");
+}
+
+#[tokio::test]
+async fn the_nanofaas_cli_talks_to_a_tls_control_plane_that_it_trusts() {
+    let ca = Ca::new();
+    ca.write_server_pair();
+    let root = ca.write_root();
+    let args = tls_args(&ca);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let http = http_client();
+    let plane = ControlPlane::start(&args, &http).await;
+    let nanofaas = processes::workspace_binary("cli", "nanofaas");
+    let config = ca.path("nanofaas.yaml");
+    let list = |trusted: &Path| {
+        let mut command = tokio::process::Command::new(&nanofaas);
+        command
+            .args(["--endpoint", &plane.api, "-o", "json", "fn", "list"])
+            .env("NANOFAAS_CONFIG", &config)
+            .env("SSL_CERT_FILE", trusted)
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true);
+        async move {
+            tokio::time::timeout(DEADLINE, command.output())
+                .await
+                .expect("nanofaas ends within the deadline")
+                .expect("nanofaas runs")
+        }
+    };
+
+    let listed = list(&root).await;
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}: {stdout}{}",
+        listed.status,
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), json!([]));
+
+    // Trusting another CA only, it refuses the certificate: a transport problem (5).
+    let stranger = Ca::new();
+    let untrusted = list(&stranger.write_root()).await;
+    assert_eq!(
+        untrusted.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
 }
