@@ -132,6 +132,11 @@ struct Args {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Stop as on SIGTERM when the process PID, which started this one, ends -- also by
+    /// `kill -9` (the kernel's parent-death signal). For supervisors such as `nanofaas
+    /// up`, so that nothing they started outlives them.
+    #[arg(long, env = "CONTROL_PLANE_EXIT_WITH_PARENT", value_name = "PID")]
+    exit_with_parent: Option<u32>,
     /// Threads that run the control plane's tasks; default: the CPUs this process may
     /// use (its affinity mask). With one, the control plane runs on a single-threaded
     /// runtime: on one CPU a work-stealing pool only adds hand-offs between threads.
@@ -319,6 +324,11 @@ fn main() -> std::process::ExitCode {
             .init(),
         LogFormat::Json => logs.json().with_current_span(true).init(),
     }
+    // Before the runtime starts its threads: the request is the calling thread's.
+    if let Err(e) = follow_parent(args.exit_with_parent) {
+        tracing::error!(error = %e, "control plane failed");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match build_runtime(args.worker_threads) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -333,6 +343,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// With `--exit-with-parent PID`, asks the kernel for SIGTERM when the parent dies (the
+/// shutdown then runs as for any SIGTERM), and refuses to start if PID is not the
+/// parent any more: it may have died before the request, and then no signal comes.
+fn follow_parent(parent: Option<u32>) -> Result<(), String> {
+    let Some(parent) = parent else {
+        return Ok(());
+    };
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+        .map_err(|e| format!("--exit-with-parent {parent}: {e}"))?;
+    let actual = rustix::process::getppid().map(|pid| pid.as_raw_pid());
+    if actual.and_then(|pid| u32::try_from(pid).ok()) != Some(parent) {
+        return Err(format!(
+            "--exit-with-parent {parent}: that process is not this one's parent (any more)"
+        ));
+    }
+    Ok(())
 }
 
 /// The tokio runtime for `worker_threads` (default: the CPUs this process may use).
@@ -563,6 +591,16 @@ mod signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_with_parent_refuses_a_process_that_is_not_the_parent() {
+        assert_eq!(follow_parent(None), Ok(()));
+        let parent = rustix::process::getppid().map_or(0, |pid| pid.as_raw_pid());
+        let parent = u32::try_from(parent).unwrap();
+        assert_eq!(follow_parent(Some(parent)), Ok(()));
+        let error = follow_parent(Some(parent + 1)).unwrap_err();
+        assert!(error.contains("not this one's parent"), "{error}");
+    }
 
     #[test]
     fn ttls_are_iso_8601() {

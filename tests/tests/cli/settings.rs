@@ -300,3 +300,39 @@ async fn up_runs_a_control_plane_in_the_foreground_until_a_signal() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_kill_9_of_up_stops_its_control_plane_too() {
+    let user = User::new();
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().display().to_string();
+    let mut up = user.start(&[
+        "up",
+        "--",
+        "--api-addr",
+        "127.0.0.1:0",
+        "--management-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_arg,
+    ]);
+    let said = read_until(&mut up.stderr, "the endpoint", |l| {
+        l.starts_with("endpoint: ")
+    })
+    .await;
+    let endpoint = said
+        .last()
+        .and_then(|l| l.strip_prefix("endpoint: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    User::of(&endpoint).run(&["fn", "list"]).await.ok();
+
+    // No chance to pass anything on: the kernel tells the control plane (SIGTERM).
+    up.signal("KILL");
+    crate::processes::eventually("the control plane to stop after up's kill -9", || async {
+        let run = User::of(&endpoint).run(&["fn", "list"]).await;
+        (run.code == TRANSPORT).then_some(())
+    })
+    .await;
+}

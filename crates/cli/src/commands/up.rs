@@ -1,7 +1,9 @@
 //! `up`: a local control plane in the foreground, for trying things out. It runs the
 //! `control-plane` binary (next to this one, else on `PATH`) with its defaults and the
 //! arguments after `--`, says where its data lives and which endpoint to use, echoes
-//! its log, passes SIGINT, SIGTERM and SIGHUP on to it, and exits with its status.
+//! its log, passes SIGINT, SIGTERM and SIGHUP on to it, and exits with its status. The
+//! control plane is started with `CONTROL_PLANE_EXIT_WITH_PARENT` set to this process,
+//! so a `kill -9` of `up` stops it too (the kernel's parent-death signal).
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -19,6 +21,11 @@ const BINARY: &str = "control-plane";
 pub(crate) async fn run(args: &UpArgs) -> Result<ExitCode> {
     let binary = find_binary()?;
     let mut child = tokio::process::Command::new(&binary)
+        // It stops when this process ends, also by `kill -9` (unless told otherwise).
+        .env(
+            "CONTROL_PLANE_EXIT_WITH_PARENT",
+            std::process::id().to_string(),
+        )
         .args(&args.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
