@@ -19,8 +19,21 @@ use crate::health;
 use crate::ledger::GroupLedger;
 use crate::logs::LogRing;
 
-/// How often a starting replica is probed for readiness.
-const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// The first wait between readiness probes of a starting replica; each next wait is
+/// twice the last, up to [`PROBE_INTERVAL_MAX`]. A replica that is up within a few
+/// milliseconds is seen ready within about as many more (its `initDurationMs`, and a
+/// cold start's latency, are its own), and a slow one costs a probe every 20 ms.
+const PROBE_INTERVAL_FIRST: Duration = Duration::from_millis(1);
+
+/// The longest wait between readiness probes.
+const PROBE_INTERVAL_MAX: Duration = Duration::from_millis(20);
+
+/// The waits between a starting replica's readiness probes.
+fn probe_waits() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(PROBE_INTERVAL_FIRST), |wait| {
+        Some((*wait * 2).min(PROBE_INTERVAL_MAX))
+    })
+}
 
 /// Failures in a row after which a function is said to be crash looping.
 const CRASH_LOOP_AFTER: u32 = 2;
@@ -394,15 +407,16 @@ async fn run_once(deployment: &Deployment, replica: &Arc<Replica>, config: &Proc
     let ready = async {
         let deadline = tokio::time::sleep(config.start_timeout);
         tokio::pin!(deadline);
-        loop {
+        for wait in probe_waits() {
             if health::probe(port).await {
                 return true;
             }
             tokio::select! {
                 () = &mut deadline => return false,
-                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
+        unreachable!("the waits between probes never end")
     };
     let became_ready = tokio::select! {
         () = replica.stop.cancelled() => None,
@@ -478,5 +492,19 @@ fn describe(status: Option<ExitStatus>) -> String {
             (None, None) => "unknown status".to_owned(),
         },
         None => "its status could not be read".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_probes_start_a_millisecond_apart_and_slow_to_every_20_ms() {
+        let waits: Vec<u64> = probe_waits()
+            .take(8)
+            .map(|wait| u64::try_from(wait.as_millis()).unwrap())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 20, 20, 20]);
     }
 }
