@@ -25,6 +25,11 @@
 //! its own connection), one prepared request cloned per send (the body is a shared
 //! `Bytes`), responses drained frame by frame unless `--expect` needs the whole body.
 
+#[path = "loadgen/cpu.rs"]
+mod cpu;
+#[path = "loadgen/http.rs"]
+mod http;
+
 use std::cell::Cell;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -33,14 +38,13 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use futures::future::join_all;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
+use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 use tokio::time::sleep_until;
+
+use cpu::{CpuMeter, ticks_per_second};
+use http::{Answer, Target, Template, connect, driven, exchange, fetch, parse_url};
 
 /// How long after its planned end a run may take to finish its last requests before it
 /// is declared stuck.
@@ -128,8 +132,6 @@ struct AsyncArgs {
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-type Sender = SendRequest<Full<Bytes>>;
-type Driver = Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -233,234 +235,6 @@ struct AsyncReport {
     sampled: usize,
     cpu: Vec<CpuSpent>,
     self_cpu_secs: f64,
-}
-
-// ---------------------------------------------------------------------------------------
-// Connections and requests
-
-/// Where to connect and what to put in the request line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    /// `host:port`.
-    authority: String,
-    /// Origin-form: path and query only, as HTTP/1.1 sends it to a server.
-    path: Uri,
-}
-
-fn parse_url(url: &str) -> Result<Target, Error> {
-    let uri: Uri = url.parse()?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("only http:// URLs are supported: {url}").into());
-    }
-    let authority = uri.authority().ok_or_else(|| format!("no host in {url}"))?;
-    let port = authority.port_u16().unwrap_or(80);
-    let path = uri
-        .path_and_query()
-        .map_or("/", |path| path.as_str())
-        .parse()?;
-    Ok(Target {
-        authority: format!("{}:{port}", authority.host()),
-        path,
-    })
-}
-
-/// The request every send of a worker repeats.
-#[derive(Debug, Clone)]
-struct Template {
-    method: Method,
-    path: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Template {
-    fn new(
-        method: Method,
-        target: &Target,
-        headers: &[String],
-        body: Bytes,
-    ) -> Result<Self, Error> {
-        let mut map = HeaderMap::new();
-        map.insert(header::HOST, HeaderValue::from_str(&target.authority)?);
-        if !body.is_empty() {
-            map.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        for line in headers {
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| format!("a header is `Name: value`, got {line}"))?;
-            map.insert(
-                HeaderName::try_from(name.trim())?,
-                HeaderValue::from_str(value.trim())?,
-            );
-        }
-        Ok(Self {
-            method,
-            path: target.path.clone(),
-            headers: map,
-            body,
-        })
-    }
-
-    fn get(target: &Target, path: &str) -> Result<Self, Error> {
-        let mut template = Self::new(Method::GET, target, &[], Bytes::new())?;
-        template.path = path.parse()?;
-        Ok(template)
-    }
-
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(self.body.clone()));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.path.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-}
-
-async fn connect(authority: &str) -> Result<(Sender, Driver), Error> {
-    let stream = TcpStream::connect(authority).await?;
-    stream.set_nodelay(true)?;
-    Ok(http1::handshake(TokioIo::new(stream)).await?)
-}
-
-/// Runs `work` while driving the connection its sender talks through; `None` when the
-/// connection ended first.
-async fn driven<T>(driver: Driver, work: impl Future<Output = T>) -> Option<T> {
-    tokio::select! {
-        output = work => Some(output),
-        _closed = driver => None,
-    }
-}
-
-/// What a request came back with.
-enum Answer {
-    /// The status was 2xx and the body held the expected text.
-    Ok,
-    /// An answer, but not a successful one.
-    Refused,
-}
-
-/// Sends one request and reads its whole answer. `Err` means the connection is unusable.
-async fn exchange(
-    sender: &mut Sender,
-    template: &Template,
-    expect: Option<&[u8]>,
-) -> Result<Answer, Error> {
-    sender.ready().await?;
-    let response = sender.send_request(template.request()).await?;
-    let success = response.status().is_success();
-    let mut body = response.into_body();
-    let complete = match expect {
-        Some(text) => contains(&body.collect().await?.to_bytes(), text),
-        None => {
-            while let Some(frame) = body.frame().await {
-                frame?;
-            }
-            true
-        }
-    };
-    Ok(if success && complete {
-        Answer::Ok
-    } else {
-        Answer::Refused
-    })
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|window| window == needle)
-}
-
-/// One request on a fresh connection, for the few calls outside the measured loops.
-async fn fetch(target: &Target, template: &Template) -> Result<(StatusCode, Bytes), Error> {
-    let (mut sender, driver) = connect(&target.authority).await?;
-    let work = async {
-        let response = sender.send_request(template.request()).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok::<_, Error>((status, body))
-    };
-    driven(driver, work)
-        .await
-        .ok_or("the connection closed before the answer")?
-}
-
-// ---------------------------------------------------------------------------------------
-// CPU time from /proc
-
-/// utime + stime of `/proc/PID/stat`, in clock ticks.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name (field 2) is in parentheses and may hold spaces or parentheses:
-    // fields are counted from after its last `)`. utime and stime are fields 14 and 15,
-    // so the 12th and 13th after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn cpu_ticks(pid: u32) -> Result<u64, Error> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot read /proc/{pid}/stat: {stat}").into())
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on otherwise).
-fn ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .and_then(|text| text.trim().parse::<f64>().ok())
-        .filter(|ticks| *ticks > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// CPU readings of the watched processes and of loadgen itself, taken at the start of
-/// a window.
-struct CpuMeter {
-    pids: Vec<u32>,
-    start: Vec<u64>,
-    own_start: u64,
-    per_second: f64,
-}
-
-impl CpuMeter {
-    fn start(pids: &[u32], per_second: f64) -> Result<Self, Error> {
-        Ok(Self {
-            pids: pids.to_vec(),
-            start: pids
-                .iter()
-                .map(|pid| cpu_ticks(*pid))
-                .collect::<Result<_, _>>()?,
-            own_start: cpu_ticks(std::process::id())?,
-            per_second,
-        })
-    }
-
-    /// The watched processes' CPU seconds since `start`, and loadgen's own.
-    fn stop(self) -> Result<(Vec<CpuSpent>, f64), Error> {
-        let own = cpu_ticks(std::process::id())?.saturating_sub(self.own_start);
-        let watched = self
-            .pids
-            .iter()
-            .zip(self.start)
-            .map(|(pid, start)| {
-                let spent = cpu_ticks(*pid)?.saturating_sub(start);
-                Ok(CpuSpent {
-                    pid: *pid,
-                    seconds: spent as f64 / self.per_second,
-                })
-            })
-            .collect::<Result<_, Error>>()?;
-        Ok((watched, own as f64 / self.per_second))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -819,29 +593,6 @@ async fn run_async(args: AsyncArgs) -> Result<AsyncReport, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_time_is_utime_plus_stime() {
-        let stat = "4242 (control-plane) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
-                    250 75 0 0 20 0 9 0 123456 987654321 2048 18446744073709551615";
-        assert_eq!(parse_cpu_ticks(stat), Some(325));
-    }
-
-    #[test]
-    fn a_command_name_with_spaces_and_parentheses_does_not_shift_the_fields() {
-        let stat = "77 (tokio (worker) 1) R 1 77 77 0 -1 0 0 0 0 0 10 5 0 0 20 0 1 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(15));
-        assert_eq!(parse_cpu_ticks("77 (cut short) R 1"), None);
-    }
-
-    #[test]
-    fn urls_become_an_address_and_an_origin_form_path() {
-        let target = parse_url("http://127.0.0.1:8080/v1/functions/echo:invoke").unwrap();
-        assert_eq!(target.authority, "127.0.0.1:8080");
-        assert_eq!(target.path, "/v1/functions/echo:invoke");
-        assert_eq!(parse_url("http://localhost").unwrap().path, "/");
-        assert!(parse_url("https://127.0.0.1:8443/").is_err());
-    }
 
     #[test]
     fn terminal_counters_are_read_for_the_one_function() {
