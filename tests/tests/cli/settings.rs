@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde_json::json;
 
-use crate::harness::{User, closed_port, nanofaas, read_until};
+use crate::harness::{Running, User, closed_port, nanofaas, read_until};
 use crate::*;
 
 #[tokio::test]
@@ -237,12 +237,9 @@ async fn contexts_hold_endpoints_and_tokens_with_authentication_on() {
         .says("config.yaml");
 }
 
-#[tokio::test]
-async fn up_runs_a_control_plane_in_the_foreground_until_a_signal() {
-    let user = User::new();
-    let data = tempfile::tempdir().unwrap();
-    let data_dir = data.path().join("state");
-    let data_arg = data_dir.display().to_string();
+/// `nanofaas up` on free loopback ports with its data in `data_dir`, once it has said
+/// its endpoint: the running `up`, what it said, and the endpoint.
+async fn start_up(user: &User, data_dir: &str) -> (Running, Vec<String>, String) {
     let mut up = user.start(&[
         "up",
         "--",
@@ -251,23 +248,33 @@ async fn up_runs_a_control_plane_in_the_foreground_until_a_signal() {
         "--management-addr",
         "127.0.0.1:0",
         "--data-dir",
-        &data_arg,
+        data_dir,
     ]);
     let said = read_until(&mut up.stderr, "the endpoint", |l| {
         l.starts_with("endpoint: ")
     })
     .await;
-    assert!(
-        said.iter()
-            .any(|l| l == &format!("data: {data_arg} (its --data-dir)")),
-        "{said:?}"
-    );
     let endpoint = said
         .last()
         .and_then(|l| l.strip_prefix("endpoint: "))
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_owned();
+    (up, said, endpoint)
+}
+
+#[tokio::test]
+async fn up_runs_a_control_plane_in_the_foreground_until_a_signal() {
+    let user = User::new();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("state");
+    let data_arg = data_dir.display().to_string();
+    let (mut up, said, endpoint) = start_up(&user, &data_arg).await;
+    assert!(
+        said.iter()
+            .any(|l| l == &format!("data: {data_arg} (its --data-dir)")),
+        "{said:?}"
+    );
     User::of(&endpoint)
         .run(&["fn", "list"])
         .await
@@ -306,26 +313,7 @@ async fn a_kill_9_of_up_stops_its_control_plane_too() {
     let user = User::new();
     let data = tempfile::tempdir().unwrap();
     let data_arg = data.path().display().to_string();
-    let mut up = user.start(&[
-        "up",
-        "--",
-        "--api-addr",
-        "127.0.0.1:0",
-        "--management-addr",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_arg,
-    ]);
-    let said = read_until(&mut up.stderr, "the endpoint", |l| {
-        l.starts_with("endpoint: ")
-    })
-    .await;
-    let endpoint = said
-        .last()
-        .and_then(|l| l.strip_prefix("endpoint: "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let (up, _, endpoint) = start_up(&user, &data_arg).await;
     User::of(&endpoint).run(&["fn", "list"]).await.ok();
 
     // No chance to pass anything on: the kernel tells the control plane (SIGTERM).
