@@ -482,21 +482,7 @@ impl Bench {
     fn loadgen(&self, args: &[String]) -> Result<Value> {
         let mut command = pinned_command(&self.bins.loadgen, self.pinning.loadgen);
         command.args(args);
-        let output = command
-            .stderr(Stdio::piped())
-            .stdout(Stdio::piped())
-            .output()
-            .map_err(|error| format!("cannot run loadgen: {error}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "`{}` failed ({}): {}",
-                display_command(&command),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            )
-            .into());
-        }
-        Ok(serde_json::from_slice(&output.stdout)?)
+        json_report(&mut command, "loadgen")
     }
 
     fn closed_args(&self, url: &str, body: &str, expect: &str, concurrency: usize) -> Vec<String> {

@@ -32,6 +32,11 @@ mod bench;
 mod ci;
 mod graph;
 mod parity;
+#[allow(
+    dead_code,
+    reason = "shared with loadgen and spawn-floor; the bench reads only the parent field"
+)]
+mod proc_stat;
 mod sim;
 mod snap;
 mod soak;

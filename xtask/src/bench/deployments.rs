@@ -303,8 +303,7 @@ pub(super) fn function_processes(parent: u32, function: &str) -> Vec<u32> {
 
 /// The parent pid (field 4) of a `/proc/PID/stat` line; a zombie has none worth having.
 pub(super) fn parse_parent(stat: &str) -> Option<u32> {
-    // Fields are counted from after the command name's last `)` (it may hold either).
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let mut fields = crate::proc_stat::fields_after_name(stat)?;
     let state = fields.next()?;
     if state == "Z" || state == "X" {
         return None;
@@ -644,20 +643,7 @@ impl Bench {
             "--".to_owned(),
             "cat".to_owned(),
         ]);
-        let output = command
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|error| format!("cannot run spawn-floor: {error}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "`{}` failed ({}): {}",
-                display_command(&command),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            )
-            .into());
-        }
-        let report: Value = serde_json::from_slice(&output.stdout)?;
+        let report = json_report(&mut command, "spawn-floor")?;
         let latency: LoadgenLatency = serde_json::from_value(report["latencyUs"].clone())?;
         let iterations = number(&report, "iterations")?;
         let per_spawn = |field: &str| -> Result<f64> {

@@ -87,6 +87,27 @@ pub(super) fn pinned_command(program: &Path, core: Option<u32>) -> Command {
     }
 }
 
+/// Runs a measuring helper (loadgen, spawn-floor) to its end, with no stdin: the JSON
+/// report it prints, or an error naming the command with what it wrote to stderr.
+pub(super) fn json_report(command: &mut Command, what: &str) -> Result<Value> {
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|error| format!("cannot run {what}: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{}` failed ({}): {}",
+            display_command(command),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
 /// Waits, briefly sleeping between looks, until `ready` gives a value or `deadline`.
 pub(super) fn wait_for<T>(
     what: &str,

@@ -29,6 +29,12 @@
 mod cpu;
 #[path = "loadgen/http.rs"]
 mod http;
+#[path = "../proc_stat.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the bench and spawn-floor; loadgen reads only its own CPU fields"
+)]
+mod proc_stat;
 
 use std::cell::Cell;
 use std::process::ExitCode;
@@ -43,8 +49,9 @@ use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::time::sleep_until;
 
-use cpu::{CpuMeter, ticks_per_second};
+use cpu::CpuMeter;
 use http::{Answer, Target, Template, connect, driven, exchange, fetch, parse_url};
+use proc_stat::ticks_per_second;
 
 /// How long after its planned end a run may take to finish its last requests before it
 /// is declared stuck.

@@ -22,6 +22,10 @@
 //! Usage: `spawn-floor --count N [--concurrency C] [--warmup W] [--input TEXT]
 //! [--timeout-secs S] -- PROGRAM [ARG...]`.
 
+#[path = "../proc_stat.rs"]
+#[allow(dead_code, reason = "shared with the bench and loadgen")]
+mod proc_stat;
+
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use proc_stat::{CpuTicks, ticks_per_second};
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
@@ -245,58 +250,15 @@ impl Drop for Reaped {
     }
 }
 
-/// This process's CPU time so far, in clock ticks.
-struct CpuTicks {
-    /// utime + stime.
-    own: u64,
-    /// cutime + cstime: the children it has waited for.
-    children: u64,
-}
-
+/// This process's CPU time so far.
 fn own_cpu_ticks() -> Result<CpuTicks, Error> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
-    parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot read /proc/self/stat: {stat}").into())
-}
-
-/// utime + stime and cutime + cstime of a `/proc/PID/stat` line.
-fn parse_cpu_ticks(stat: &str) -> Option<CpuTicks> {
-    // The command name (field 2) is in parentheses and may hold spaces or parentheses:
-    // fields are counted from after its last `)`. utime, stime, cutime, cstime are
-    // fields 14 to 17, so the 12th to 15th after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let mut next = || fields.next()?.parse::<u64>().ok();
-    let (utime, stime, cutime, cstime) = (next()?, next()?, next()?, next()?);
-    Some(CpuTicks {
-        own: utime + stime,
-        children: cutime + cstime,
-    })
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on otherwise).
-fn ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .and_then(|text| text.trim().parse::<f64>().ok())
-        .filter(|ticks| *ticks > 0.0)
-        .unwrap_or(100.0)
+    proc_stat::cpu_ticks(&stat).ok_or_else(|| format!("cannot read /proc/self/stat: {stat}").into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_ticks_are_the_own_and_the_children_fields_after_the_name() {
-        let stat = "4242 (spawn (floor)) S 1 4242 4242 0 -1 4194304 100 0 0 0 \
-                    7 3 20 5 20 0 1 0 123 4096 100 18446744073709551615";
-        let ticks = parse_cpu_ticks(stat).expect("a stat line");
-        assert_eq!((ticks.own, ticks.children), (10, 25));
-        assert!(parse_cpu_ticks("4242 (cut short) S 1").is_none());
-    }
 
     #[test]
     fn an_echo_gives_its_input_back_and_a_failure_is_an_error() {

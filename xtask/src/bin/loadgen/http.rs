@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 
 use crate::Error;
 
-pub(crate) type Sender = SendRequest<Full<Bytes>>;
-pub(crate) type Driver = Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Sender = SendRequest<Full<Bytes>>;
+type Driver = Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
 /// Where to connect and what to put in the request line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub(crate) struct Target {
     /// `host:port`.
     pub(crate) authority: String,
     /// Origin-form: path and query only, as HTTP/1.1 sends it to a server.
-    pub(crate) path: Uri,
+    path: Uri,
 }
 
 pub(crate) fn parse_url(url: &str) -> Result<Target, Error> {
@@ -43,10 +43,11 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, Error> {
 /// The request every send of a worker repeats.
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
-    pub(crate) method: Method,
+    method: Method,
+    /// Set by a caller that sends the same request to another path.
     pub(crate) path: Uri,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
+    headers: HeaderMap,
+    body: Bytes,
 }
 
 impl Template {
@@ -145,7 +146,7 @@ pub(crate) async fn exchange(
     })
 }
 
-pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty()
         || haystack
             .windows(needle.len())
