@@ -4,7 +4,7 @@
 use std::fmt;
 use std::process::ExitCode;
 
-use core_types::ErrorBody;
+use core_types::{ErrorBody, ExecutionState};
 
 /// The exit statuses, one per kind of outcome, so a script can tell them apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +27,20 @@ pub(crate) enum Exit {
     ServerFault = 7,
     /// Interrupted (Ctrl-C) before the end it was waiting for.
     Interrupted = 130,
+}
+
+impl Exit {
+    /// The status of an execution in `state` at the end of a wait: one still queued or
+    /// running when the wait ended counts as a timeout.
+    pub(crate) fn of_state(state: ExecutionState) -> Self {
+        match state {
+            ExecutionState::Success => Self::Success,
+            ExecutionState::Error => Self::FunctionError,
+            ExecutionState::Timeout | ExecutionState::Queued | ExecutionState::Running => {
+                Self::FunctionTimeout
+            }
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {

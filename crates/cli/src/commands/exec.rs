@@ -111,11 +111,7 @@ pub(crate) async fn follow(session: &Session, id: &str, describe_end: bool) -> R
         } else {
             output::print_data(session.format, &status)?;
         }
-        return Ok(match status.status {
-            ExecutionState::Success => Exit::Success,
-            ExecutionState::Timeout => Exit::FunctionTimeout,
-            _ => Exit::FunctionError,
-        });
+        return Ok(Exit::of_state(status.status));
     }
     finish(
         session.format,

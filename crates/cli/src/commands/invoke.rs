@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
 use std::time::Duration;
 
-use core_types::{
-    ErrorInfo, ExecutionState, InvocationResponse, TIMEOUT_RANGE_MS, headers, parse_iso_duration,
-};
+use core_types::{ErrorInfo, ExecutionState, InvocationResponse, TIMEOUT_RANGE_MS, headers};
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
@@ -156,23 +154,9 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration> {
             "--timeout {text:?}: give a duration like 500ms, 5s, 2m or PT5S"
         ))
     };
-    let duration = if text.starts_with(['P', 'p']) {
-        parse_iso_duration(&text.to_ascii_uppercase()).map_err(|_| bad())?
-    } else {
-        let split = text
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let (number, unit) = text.split_at(split);
-        let number: f64 = number.parse().map_err(|_| bad())?;
-        let seconds = match unit.trim() {
-            "ms" => number / 1000.0,
-            "s" => number,
-            "m" | "min" => number * 60.0,
-            "h" => number * 3600.0,
-            _ => return Err(bad()),
-        };
-        Duration::try_from_secs_f64(seconds).map_err(|_| bad())?
-    };
+    // jiff reads both the friendly form (`500ms`, `5s`, `2m`) and ISO 8601 (`PT5S`).
+    let signed: jiff::SignedDuration = text.parse().map_err(|_| bad())?;
+    let duration = Duration::try_from(signed).map_err(|_| bad())?;
     let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     if !TIMEOUT_RANGE_MS.contains(&millis) {
         return Err(CliError::usage(format!(
@@ -204,30 +188,21 @@ pub(crate) fn finish(
             }
         })
     };
-    let (exit, sentence) = match status {
+    let sentence = match status {
         ExecutionState::Success => {
             if format == Format::Text {
                 anstream::println!("{}", output::plain(&output.unwrap_or(Value::Null)));
             }
             return Ok(Exit::Success);
         }
-        ExecutionState::Error => (
-            Exit::FunctionError,
-            format!("execution {id} ended in error{}", reason()),
-        ),
-        ExecutionState::Timeout => (
-            Exit::FunctionTimeout,
-            format!("execution {id} timed out{}", reason()),
-        ),
-        ExecutionState::Queued | ExecutionState::Running => (
-            Exit::FunctionTimeout,
-            format!(
-                "execution {id} is still {status} (`nanofaas exec get {id} --watch` follows it)"
-            ),
+        ExecutionState::Error => format!("execution {id} ended in error{}", reason()),
+        ExecutionState::Timeout => format!("execution {id} timed out{}", reason()),
+        ExecutionState::Queued | ExecutionState::Running => format!(
+            "execution {id} is still {status} (`nanofaas exec get {id} --watch` follows it)"
         ),
     };
     output::print_error(&CliError::local(sentence));
-    Ok(exit)
+    Ok(Exit::of_state(status))
 }
 
 #[cfg(test)]
