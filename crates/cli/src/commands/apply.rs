@@ -34,10 +34,19 @@ struct Spec {
 #[serde(rename_all = "camelCase")]
 struct Applied {
     name: String,
-    action: &'static str,
+    action: Action,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     changed: Vec<String>,
     function: FunctionView,
+}
+
+/// What was done with a spec (as `-o json|yaml` and the text lines name it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Action {
+    Created,
+    Replaced,
+    Unchanged,
 }
 
 /// Runs `fn apply`.
@@ -48,12 +57,13 @@ pub(crate) async fn run(session: &Session, args: &ApplyArgs) -> Result<Exit> {
         let done = apply_one(session, spec).await?;
         if session.format == Format::Text {
             match done.action {
-                "replaced" => anstream::println!(
+                Action::Replaced => anstream::println!(
                     "{}: replaced (changed: {})",
                     done.name,
                     done.changed.join(", ")
                 ),
-                action => anstream::println!("{}: {action}", done.name),
+                Action::Created => anstream::println!("{}: created", done.name),
+                Action::Unchanged => anstream::println!("{}: unchanged", done.name),
             }
         }
         applied.push(done);
@@ -73,13 +83,13 @@ async fn apply_one(session: &Session, spec: Spec) -> Result<Applied> {
         Err(error) => return Err(error),
     };
     let (action, changed) = match &current {
-        None => ("created", Vec::new()),
+        None => (Action::Created, Vec::new()),
         Some(view) => {
             let changed = differences(&spec.spec, view)?;
             if changed.is_empty() {
                 return Ok(Applied {
                     name: name.as_str().to_owned(),
-                    action: "unchanged",
+                    action: Action::Unchanged,
                     changed,
                     function: view.clone(),
                 });
@@ -88,7 +98,7 @@ async fn apply_one(session: &Session, spec: Spec) -> Result<Applied> {
                 .api
                 .send(session.api.request(Method::DELETE, &path))
                 .await?;
-            ("replaced", changed)
+            (Action::Replaced, changed)
         }
     };
     let view: FunctionView = session
@@ -96,7 +106,7 @@ async fn apply_one(session: &Session, spec: Spec) -> Result<Applied> {
         .send_json(Method::POST, "/v1/functions", &spec.document)
         .await
         .map_err(|error| {
-            if action == "replaced" {
+            if action == Action::Replaced {
                 error.with_hint(format!(
                     "{name} was removed to be replaced, and registering it again failed: \
                      it is not registered now ({})",
