@@ -48,7 +48,7 @@ struct Secured {
 
 impl Secured {
     async fn start(extra: &[&str]) -> Self {
-        Self::start_logging(extra, "warn,control_plane=info").await
+        Self::start_logging(extra, processes::START_AND_STOP_LINES).await
     }
 
     async fn start_logging(extra: &[&str], log_filter: &str) -> Self {

@@ -174,7 +174,7 @@ async fn the_api_serves_https_only_and_sighup_reloads_its_certificate_keeping_it
     let args = tls_args(&ca);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let http = http_client();
-    let mut plane = ControlPlane::start_logging(&args, "warn,control_plane=info", &http).await;
+    let mut plane = ControlPlane::start(&args, &http).await;
     assert!(plane.api.starts_with("https://127.0.0.1:"), "{}", plane.api);
     let client = ca.client();
 

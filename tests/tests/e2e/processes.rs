@@ -132,10 +132,14 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 /// Its log: the lines of its stdout.
 pub(crate) type Log = Lines<BufReader<ChildStdout>>;
 
+/// The log filter of a control plane whose log nobody reads but its start and stop
+/// lines: it must stay far below what the pipe buffers.
+pub(crate) const START_AND_STOP_LINES: &str = "warn,control_plane=info";
+
 /// The `control-plane` binary with `args` (and free ports) as [`ControlPlane::start`]
 /// runs it, with its own `--data-dir` unless `args` name one or a `--store`.
 fn control_plane_command(args: &[&str]) -> (Command, Option<tempfile::TempDir>) {
-    control_plane_command_logging(args, "warn,control_plane=info")
+    control_plane_command_logging(args, START_AND_STOP_LINES)
 }
 
 /// [`control_plane_command`] with `RUST_LOG=<log_filter>`.
@@ -160,8 +164,8 @@ fn control_plane_command_logging(
             "127.0.0.1:0",
         ])
         .args(args)
-        // Only the start and stop lines: nobody reads the log afterwards (unless a
-        // test takes it), so it must stay far below what the pipe buffers.
+        // Unless a test takes the log, nobody reads it after the start: a filter that
+        // lets more than the start and stop lines through must come with a reader.
         .env("RUST_LOG", log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -218,7 +222,7 @@ impl ControlPlane {
     /// endpoint answers. Its store is the default (SQLite) in a fresh directory of its
     /// own, unless `args` name a `--data-dir` or a `--store`.
     pub(crate) async fn start(args: &[&str], http: &reqwest::Client) -> Self {
-        Self::start_logging(args, "warn,control_plane=info", http).await
+        Self::start_logging(args, START_AND_STOP_LINES, http).await
     }
 
     /// [`start`](Self::start) with `RUST_LOG=<log_filter>` (a test that reads more of
