@@ -45,12 +45,7 @@ impl Env {
     }
 
     async fn start_with(args: &[&str]) -> Self {
-        // reqwest's rustls has no provider of its own in this workspace (the CLI's
-        // `rustls-no-provider`, unified into every build with it): ring, as everywhere.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        // Never through a proxy from the environment: everything is on loopback.
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = processes::http_client_builder()
             .build()
             .expect("an HTTP client");
         let (plane, runtime) = tokio::join!(ControlPlane::start(args, &http), Runtime::start());

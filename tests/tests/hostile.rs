@@ -144,11 +144,7 @@ fn client(token: Option<&str>) -> reqwest::Client {
         let value = format!("Bearer {token}").parse().expect("a header value");
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    // reqwest's rustls has no provider of its own in this workspace (the CLI's
-    // `rustls-no-provider`, unified into every build with it): ring, as everywhere.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
+    processes::http_client_builder()
         .timeout(DEADLINE)
         .default_headers(headers)
         .build()

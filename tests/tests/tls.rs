@@ -148,11 +148,7 @@ async fn logged(log: &mut Log, needle: &str) -> String {
 }
 
 fn http_client() -> reqwest::Client {
-    // reqwest's rustls (the CLI's, in the same build) needs a provider installed first.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    // Never through a proxy from the environment: everything is on loopback.
-    reqwest::Client::builder()
-        .no_proxy()
+    processes::http_client_builder()
         .build()
         .expect("an HTTP client")
 }

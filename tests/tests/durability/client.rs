@@ -15,14 +15,9 @@ use crate::processes::Log;
 /// How many requests a poll over many executions has in flight at once.
 const PARALLEL_READS: usize = 32;
 
-/// The client: never through a proxy from the environment (everything is on loopback),
-/// and no request waits forever on a process that died.
+/// The client: no request waits forever on a process that died.
 pub(crate) fn http() -> reqwest::Client {
-    // reqwest's rustls has no provider of its own in this workspace (the CLI's
-    // `rustls-no-provider`, unified into every build with it): ring, as everywhere.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
+    crate::processes::http_client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("an HTTP client")

@@ -132,6 +132,15 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 /// Its log: the lines of its stdout.
 pub(crate) type Log = Lines<BufReader<ChildStdout>>;
 
+/// The start of every test's HTTP client: never through a proxy from the environment
+/// (everything is on loopback). reqwest's rustls has no crypto provider of its own in
+/// this workspace (the CLI's `rustls-no-provider` is unified into every build with it),
+/// so ring, as everywhere, is installed first: a client built before that panics.
+pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
+}
+
 /// The log filter of a control plane whose log nobody reads but its start and stop
 /// lines: it must stay far below what the pipe buffers.
 pub(crate) const START_AND_STOP_LINES: &str = "warn,control_plane=info";
