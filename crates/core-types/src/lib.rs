@@ -6,8 +6,9 @@
 //! the API read ([`FunctionView`], [`RuntimeConfigView`], ISO-8601 durations), the
 //! error codes, and the
 //! ports the engine is written against: [`Dispatch`] (how an invocation reaches a
-//! function), [`Clock`] (what time it is), [`IdGenerator`], and
-//! [`DeploymentProvider`] (who runs `DEPLOYMENT` replicas).
+//! function), [`Clock`] (what time it is), [`IdGenerator`], [`DeploymentProvider`]
+//! (who runs `DEPLOYMENT` replicas), and [`CallbackSigner`] (the credential a dispatch's
+//! callback URL carries).
 //!
 //! Must not know: queues, storage, HTTP servers or clients, async runtimes. It depends
 //! only on serde, serde_json, thiserror, async-trait and jiff (for RFC 3339 and
